@@ -1,0 +1,163 @@
+"""Typed, validated view of params.yaml: the only module that reads it.
+
+Each section is a pydantic model; a bad value raises `ConfigError` whose message names the
+file, the key and the rule, so a user never sees a pydantic traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+PARAMS_FILE = "params.yaml"
+
+
+class ConfigError(ValueError):
+    """params.yaml is missing, unreadable or breaks a rule."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(Section):
+    root: Path
+    local_copy: Path | None = None
+    url: str | None = None
+    md5: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$")
+
+
+class SplitConfig(Section):
+    n_folds: int = Field(5, ge=2)
+    fold: int = Field(0, ge=0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _fold_in_range(self) -> SplitConfig:
+        if self.fold >= self.n_folds:
+            raise ValueError(f"fold {self.fold} does not exist with n_folds={self.n_folds}")
+        return self
+
+
+class ValidateConfig(Section):
+    min_cases: int = Field(10, ge=1)
+    max_dim: int = Field(1024, ge=1)
+    foreground_labels: list[int] = Field(min_length=1)
+
+
+Probability = Field(ge=0.0, le=1.0)
+
+
+class AugmentConfig(Section):
+    patch_size: list[int] = Field(min_length=2, max_length=3)
+    foreground_oversample: float = Probability
+    flip_prob: float = Probability
+    rotate_prob: float = Probability
+    rotate_range_deg: float = Field(15.0, ge=0, le=180)
+    scale_prob: float = Probability
+    scale_range: float = Field(0.15, ge=0, lt=1)
+    noise_prob: float = Probability
+    noise_std: float = Field(0.1, ge=0)
+    intensity_shift_prob: float = Probability
+    intensity_shift: float = Field(0.1, ge=0)
+    preview_samples: int = Field(4, ge=1, le=16)
+
+    @model_validator(mode="after")
+    def _positive_patch(self) -> AugmentConfig:
+        if any(side < 1 for side in self.patch_size):
+            raise ValueError(f"patch_size sides must be positive, got {self.patch_size}")
+        return self
+
+
+class ModelConfig(Section):
+    """Network name plus MONAI constructor arguments, spelled as MONAI spells them."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str
+    spatial_dims: Literal[2, 3] = 3
+    in_channels: int = Field(1, ge=1)
+    out_channels: int = Field(2, ge=2)
+
+    def network_args(self) -> dict:
+        """Keyword arguments for the MONAI constructor (everything but `name`)."""
+        return self.model_dump(exclude={"name"})
+
+
+class TrainConfig(Section):
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    lr: float = Field(gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    lr_schedule: Literal["poly", "constant"] = "poly"
+    num_threads: int = Field(0, ge=0)
+    amp: bool = True
+    val_every: int = Field(5, ge=1)
+
+
+class EvaluateConfig(Section):
+    sw_batch_size: int = Field(4, ge=1)
+    sw_overlap: float = Field(0.5, ge=0, lt=1)
+    overlay_cases: int = Field(4, ge=0)
+    hd95: bool = True
+
+
+class RegisterConfig(Section):
+    min_mean_dice: float = Field(ge=0, le=1)
+    registry_dir: Path = Path("registry")
+
+
+class Params(Section):
+    """All of params.yaml. `validate` and `register` are reached as `validate_`/`register_`
+    because pydantic reserves those names."""
+
+    seed: int = 0
+    data: DataConfig
+    split: SplitConfig
+    validate_: ValidateConfig = Field(alias="validate")
+    augment: AugmentConfig
+    model: ModelConfig
+    train: TrainConfig
+    evaluate: EvaluateConfig
+    register_: RegisterConfig = Field(alias="register")
+
+    @model_validator(mode="after")
+    def _dims_agree(self) -> Params:
+        if len(self.augment.patch_size) != self.model.spatial_dims:
+            raise ValueError(
+                f"augment.patch_size has {len(self.augment.patch_size)} sides but "
+                f"model.spatial_dims is {self.model.spatial_dims}"
+            )
+        return self
+
+
+def _describe(error: dict) -> str:
+    where = ".".join(str(part).rstrip("_") for part in error["loc"])
+    shown = "input" in error and error["type"] != "missing" and not isinstance(error["input"], dict)
+    got = f" (got {error['input']!r})" if shown else ""
+    return f"{where or '<top level>'}: {error['msg']}{got}"
+
+
+def parse_params(raw: object, source: str = PARAMS_FILE) -> Params:
+    """Validate an already-loaded params mapping; errors name `source` and every bad key."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections at the top level")
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        lines = "\n".join(f"  - {_describe(e)}" for e in exc.errors(include_url=False))
+        raise ConfigError(f"{source} is not valid:\n{lines}") from None
+
+
+def load_params(path: Path | str = PARAMS_FILE) -> Params:
+    """Read and validate params.yaml."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found (run from the project root)") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse_params(raw, str(path))

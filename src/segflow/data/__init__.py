@@ -1,0 +1,1 @@
+"""Data handling: getting the raw dataset into place and reading it."""

@@ -1,0 +1,56 @@
+"""The one place where segflow's process environment is defined.
+
+Every entry point (CLI, Prefect flows, tests, Makefile through `segflow env`) calls
+`apply_project_env()`. Values are defaults: a variable the user already set wins, so
+`WANDB_MODE=online make run` logs to the W&B cloud.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_MARKERS = ("dvc.yaml", "params.yaml")
+
+
+def find_project_root(start: Path | None = None) -> Path:
+    """Nearest folder at or above `start` (default: cwd) holding dvc.yaml and params.yaml."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if all((folder / marker).exists() for marker in PROJECT_MARKERS):
+            return folder
+    return here
+
+
+def project_env(root: Path) -> dict[str, str]:
+    """Default environment for a project rooted at `root`; all state stays inside it."""
+    state = root / ".segflow"
+    return {
+        # DVC and Prefect: no analytics, Prefect state inside the project.
+        "DVC_NO_ANALYTICS": "1",
+        "PREFECT_HOME": str(state / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        # W&B: offline unless the user configures it; every W&B folder inside the project.
+        "WANDB_MODE": "offline",
+        "WANDB_PROJECT": "segflow",
+        "WANDB_SILENT": "true",
+        "WANDB_CONSOLE": "off",
+        "WANDB_DIR": str(state),
+        "WANDB_DATA_DIR": str(state / "wandb-data"),
+        "WANDB_CACHE_DIR": str(state / "wandb-cache"),
+        "WANDB_CONFIG_DIR": str(state / "wandb-config"),
+        "WANDB_ARTIFACT_DIR": str(state / "wandb-artifacts"),
+        # albumentations checks the package registry for updates on import otherwise.
+        "NO_ALBUMENTATIONS_UPDATE": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def apply_project_env(root: Path | None = None) -> dict[str, str]:
+    """Set the project defaults in os.environ (user-set values win); return what is in force."""
+    root = root or find_project_root()
+    applied = {}
+    for key, value in project_env(root).items():
+        applied[key] = os.environ.setdefault(key, value)
+    return applied

@@ -1,0 +1,58 @@
+"""Atomic file writes: an output is either the old whole file or the new whole file.
+
+Stages write through these helpers so a stage killed midway never leaves a half-written
+output for DVC (or a person) to pick up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+
+@contextlib.contextmanager
+def atomic_path(dest: Path | str) -> Iterator[Path]:
+    """Yield a temporary path beside `dest`; on success it replaces `dest` in one rename."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, dest)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_open(dest: Path | str, mode: str = "w") -> Iterator[IO[Any]]:
+    """Open a temporary file for writing that becomes `dest` only when the block succeeds."""
+    with atomic_path(dest) as tmp, open(tmp, mode) as handle:
+        yield handle
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def write_text(dest: Path | str, text: str) -> None:
+    with atomic_open(dest) as handle:
+        handle.write(text)
+
+
+def write_json(dest: Path | str, data: Any) -> None:
+    write_text(dest, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def read_json(path: Path | str) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def write_csv(dest: Path | str, frame) -> None:
+    """Write a pandas DataFrame as CSV atomically."""
+    with atomic_open(dest) as handle:
+        frame.to_csv(handle, index=False)
