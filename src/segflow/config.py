@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 PARAMS_FILE = "params.yaml"
 
@@ -35,11 +35,13 @@ class SplitConfig(Section):
     fold: int = Field(0, ge=0)
     seed: int = 0
 
-    @model_validator(mode="after")
-    def _fold_in_range(self) -> SplitConfig:
-        if self.fold >= self.n_folds:
-            raise ValueError(f"fold {self.fold} does not exist with n_folds={self.n_folds}")
-        return self
+    @field_validator("fold")
+    @classmethod
+    def _fold_in_range(cls, fold: int, info: ValidationInfo) -> int:
+        n_folds = info.data.get("n_folds")
+        if n_folds is not None and fold >= n_folds:
+            raise ValueError(f"fold {fold} does not exist with n_folds={n_folds}")
+        return fold
 
 
 class ValidateConfig(Section):

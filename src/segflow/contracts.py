@@ -74,7 +74,7 @@ def _gx():
 def label_values_regex(labels: list[int]) -> str:
     """Regex over the manifest's JSON list of label values: every value is a declared label."""
     alternatives = "|".join(str(v) for v in sorted(labels))
-    return rf"^\[({alternatives})(, ({alternatives}))*\]$"
+    return rf"^\[(?:{alternatives})(?:, (?:{alternatives}))*\]$"
 
 
 def case_rules(declared_labels: list[int], max_dim: int) -> list[Rule]:
@@ -102,7 +102,9 @@ def case_rules(declared_labels: list[int], max_dim: int) -> list[Rule]:
         Rule("label_values_declared", "error", lambda: ex().ExpectColumnValuesToMatchRegex(
                  column="label_values", regex=label_values_regex(declared_labels)),
              f"the label {{label}} holds values {{label_values}}; dataset.json declares {sorted(declared_labels)}", "label"),
-        Rule("label_integer_dtype", "warning", lambda: ex().ExpectColumnValuesToBeInSet(column="label_dtype", value_set=INTEGER_DTYPES),
+        Rule("label_integer_dtype", "warning", lambda: ex().ExpectColumnValuesToBeInSet(
+                 column="label_dtype", value_set=INTEGER_DTYPES, row_condition="label_integral==True",
+                 condition_parser="pandas"),
              "the label {label} is stored as {label_dtype}; its values are whole numbers, so it is read as integers", "label"),
         Rule("dimensions_sane", "error", lambda: ex().ExpectColumnValuesToBeBetween(column="image_max_side", min_value=1, max_value=max_dim),
              f"the image {{image}} has shape {{image_shape}}, outside 1..{max_dim} voxels per side"),

@@ -30,7 +30,6 @@ def project_env(root: Path) -> dict[str, str]:
         "DVC_NO_ANALYTICS": "1",
         "PREFECT_HOME": str(state / "prefect"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_LOGGING_LEVEL": "WARNING",
         # W&B: offline unless the user configures it; every W&B folder inside the project.
         "WANDB_MODE": "offline",
         "WANDB_PROJECT": "segflow",

@@ -53,7 +53,9 @@ def _load_descriptor(root: Path) -> dict:
         data = json.loads(descriptor.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise LayoutError(f"{descriptor}: not readable JSON ({exc})") from None
-    if not isinstance(data.get("training"), list) or not isinstance(data.get("labels"), dict):
+    entries = data.get("training") if isinstance(data, dict) else None
+    if (not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries)
+            or not isinstance(data.get("labels"), dict)):
         raise LayoutError(f"{descriptor}: needs a 'training' list and a 'labels' mapping")
     return data
 

@@ -34,7 +34,7 @@ def run(params: Params, paths: Paths) -> tuple[pd.DataFrame, dict]:
     return manifest, splits
 
 
-def main(params: Params, paths: Paths) -> dict:
+def main(params: Params, paths: Paths, tracker=None) -> dict:
     manifest, splits = run(params, paths)
     write_csv(paths.manifest, manifest)
     write_json(paths.splits, splits)

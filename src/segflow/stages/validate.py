@@ -29,7 +29,7 @@ def summary(result: ContractResult) -> str:
     return "\n".join(lines)
 
 
-def main(params: Params, paths: Paths) -> dict:
+def main(params: Params, paths: Paths, tracker=None) -> dict:
     manifest = pd.read_csv(paths.manifest, keep_default_na=True)
     result = run(params, manifest, read_json(paths.splits))
     write_json(paths.validation_report, result.to_report())

@@ -1,0 +1,61 @@
+# segflow: `make run` sets everything up and runs the whole pipeline; `make test` runs the tests.
+# Both are idempotent: a second `make run` reuses the venv, the data and DVC's cache.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(CURDIR)/$(VENV)/bin
+STAMP  := $(VENV)/.installed
+# The venv's tools first on PATH, so dvc.yaml's `segflow stage ...` commands find them.
+export PATH := $(BIN):$(PATH)
+# Everything else segflow sets (analytics off, PREFECT_HOME and WANDB_* dirs inside the project,
+# W&B offline unless configured) lives in src/segflow/env.py; `make env` prints it.
+
+.PHONY: setup data run repro test test-fast plots env clean help
+help:
+	@echo "make run    set up, fetch data, run the whole pipeline (dvc repro)"
+	@echo "make test   set up, run the tests"
+	@echo "make plots  render DVC plots to artifacts/plots (offline HTML + PNG)"
+	@echo "make env    print the environment segflow sets"
+
+$(STAMP): pyproject.toml requirements.lock
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	# torch first: this exact pin takes the local CPU wheel (or CUDA on a GPU machine); any other
+	# spec, or installing monai first, pulls several GB of CUDA packages.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+setup: $(STAMP) git-identity
+
+# DVC needs a git identity; set a repo-local one only where none is configured.
+.PHONY: git-identity
+git-identity:
+	@git config user.email >/dev/null || git config user.email "segflow@localhost"
+	@git config user.name >/dev/null || git config user.name "segflow"
+
+data: setup
+	$(BIN)/segflow fetch-data
+
+run: data
+	SEGFLOW_RUN_GROUP=$${SEGFLOW_RUN_GROUP:-run-$$(date +%Y%m%d-%H%M%S)} $(BIN)/dvc repro
+	$(BIN)/dvc push --quiet || echo "dvc push failed (remote unreachable?); results are local"
+	@$(BIN)/segflow report
+
+repro: setup
+	$(BIN)/dvc repro
+
+test: setup
+	$(BIN)/python -m pytest
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow and not integration"
+
+plots: setup
+	$(BIN)/segflow plots
+
+env: setup
+	@$(BIN)/segflow env
+
+clean:
+	rm -rf artifacts .segflow

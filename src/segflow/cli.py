@@ -1,0 +1,120 @@
+"""`segflow` command line: parse arguments, call the library, print errors without tracebacks.
+
+Heavy libraries (torch, MONAI, GX, wandb) are imported inside commands so `--help` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="segflow: versioned, validated, tracked U-Net segmentation pipelines.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, LookupError, RuntimeError)
+
+
+def _project_root() -> Path:
+    from segflow.env import apply_project_env, find_project_root
+
+    root = find_project_root()
+    apply_project_env(root)
+    return root
+
+
+def _fail(message: str, code: int = 1) -> None:
+    typer.echo(f"segflow: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _user_errors():
+    """Errors whose message is the whole story (config, data, registry): no traceback."""
+    from segflow.config import ConfigError
+    from segflow.errors import SegflowError
+
+    return (ConfigError, SegflowError, *USER_ERRORS)
+
+
+@app.command()
+def stage(name: Annotated[str, typer.Argument(help="ingest|validate|augment|train|evaluate|register")]) -> None:
+    """Run one pipeline stage (this is what dvc.yaml calls)."""
+    root = _project_root()
+    from segflow.stages import run_stage
+
+    try:
+        run_stage(name, root)
+    except _user_errors() as exc:
+        _fail(f"stage {name} failed: {exc}")
+
+
+@app.command("fetch-data")
+def fetch_data() -> None:
+    """Put the raw dataset in place: local copy if present, else the official download (md5-checked)."""
+    root = _project_root()
+    from segflow.datasets import ensure_dataset
+
+    try:
+        typer.echo(ensure_dataset(root))
+    except _user_errors() as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def predict(
+    model: Annotated[str, typer.Option(help="'champion', a registry model id, or a model file")] = "champion",
+    input: Annotated[Path, typer.Option("--input", "-i", help="a NIfTI file or a folder of them")] = ...,
+    output: Annotated[Path, typer.Option("--output", "-o", help="folder for the label NIfTIs")] = ...,
+    sw_overlap: Annotated[float, typer.Option(help="sliding-window overlap")] = 0.5,
+) -> None:
+    """Label new volumes with a registered (or any) model; one label NIfTI per input."""
+    root = _project_root()
+    from segflow.predict import predict_paths
+
+    try:
+        for written in predict_paths(root, model, input, output, overlap=sw_overlap):
+            typer.echo(written)
+    except _user_errors() as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def plots(output: Annotated[Path, typer.Option(help="folder for index.html and PNGs")] = Path("artifacts/plots")) -> None:
+    """Render the DVC plots to HTML that opens offline, plus PNGs."""
+    root = _project_root()
+    from segflow.reporting import render_plots
+
+    try:
+        typer.echo(render_plots(root, root / output))
+    except _user_errors() as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def report() -> None:
+    """Print where the last pipeline run's results are."""
+    from segflow.env import find_project_root
+    from segflow.report import report_lines
+
+    typer.echo("\n".join(report_lines(find_project_root())))
+
+
+@app.command()
+def env() -> None:
+    """Print the environment segflow sets (as shell `export` lines)."""
+    import shlex
+
+    from segflow.env import apply_project_env
+
+    for key, value in apply_project_env().items():
+        typer.echo(f"export {key}={shlex.quote(value)}")
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,34 @@
+"""Per-case, per-class Dice and HD95 through MONAI's metric classes."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+
+
+def one_hot(labels: np.ndarray, n_classes: int) -> torch.Tensor:
+    """(*spatial) integer map -> (1, K, *spatial) one-hot float tensor."""
+    tensor = torch.as_tensor(labels.astype(np.int64))
+    return torch.nn.functional.one_hot(tensor, n_classes).movedim(-1, 0)[None].float()
+
+
+def dice_per_class(prediction: np.ndarray, truth: np.ndarray, n_classes: int) -> list[float]:
+    """Dice of each foreground class (1..K-1); 1.0 when both are empty (MONAI's ignore_empty=False)."""
+    from monai.metrics import DiceMetric
+
+    metric = DiceMetric(include_background=False, reduction="none", ignore_empty=False)
+    return [float(v) for v in metric(one_hot(prediction, n_classes), one_hot(truth, n_classes))[0]]
+
+
+def hd95_per_class(prediction: np.ndarray, truth: np.ndarray, n_classes: int,
+                   spacing: list[float] | None = None) -> list[float]:
+    """95th-percentile Hausdorff distance (in spacing units) per foreground class; NaN if a side is empty."""
+    from monai.metrics import HausdorffDistanceMetric
+
+    metric = HausdorffDistanceMetric(include_background=False, percentile=95, reduction="none")
+    with warnings.catch_warnings():  # MONAI warns (and returns nan/inf) for empty masks
+        warnings.simplefilter("ignore")
+        values = metric(one_hot(prediction, n_classes), one_hot(truth, n_classes), spacing=spacing)[0]
+    return [float(v) if np.isfinite(float(v)) else float("nan") for v in values]

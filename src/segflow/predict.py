@@ -1,0 +1,62 @@
+"""Label new volumes with a model from the registry (or a model file)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from segflow.config import load_params
+from segflow.data.msd import NIFTI_SUFFIXES, case_id_from_path
+from segflow.data.preprocess import load_case
+from segflow.inference import pick_device, predict_labels
+from segflow.io import atomic_path
+from segflow.models.bundle import load_bundle
+from segflow.registry import Registry
+
+
+def input_files(source: Path) -> list[Path]:
+    """A NIfTI file, or every NIfTI file in a folder (sorted)."""
+    if source.is_file():
+        return [source]
+    if source.is_dir():
+        files = sorted(p for p in source.iterdir() if p.name.endswith(NIFTI_SUFFIXES))
+        if files:
+            return files
+        raise FileNotFoundError(f"{source}: folder holds no .nii/.nii.gz file")
+    raise FileNotFoundError(f"{source}: no such file or folder")
+
+
+def resolve_model(root: Path, reference: str) -> Path:
+    registry_dir = load_params(root / "params.yaml").register_.registry_dir
+    return Registry(root / registry_dir).resolve(reference)
+
+
+def save_label(dest: Path, labels: np.ndarray, reference: Path) -> None:
+    """Write a uint8 label NIfTI with the input's affine and header geometry."""
+    import nibabel as nib
+
+    source = nib.load(str(reference))
+    out = nib.Nifti1Image(labels.astype(np.uint8), source.affine, header=source.header)
+    out.set_data_dtype(np.uint8)
+    out.header.set_slope_inter(1, 0)
+    with atomic_path(dest) as tmp:
+        staged = Path(f"{tmp}.nii.gz")  # nibabel picks gzip from the file name
+        out.to_filename(staged)
+        staged.replace(tmp)
+
+
+def predict_paths(root: Path, model: str, source: Path, output: Path, overlap: float = 0.5) -> Iterator[Path]:
+    """Predict every input; yields each written label file."""
+    bundle = load_bundle(resolve_model(root, model))
+    net = bundle.build(pick_device())
+    for path in input_files(source):
+        volume = load_case(path)
+        if volume.image.shape[0] != bundle.network_args.get("in_channels", 1):
+            raise ValueError(f"{path}: {volume.image.shape[0]} channel(s), the model expects "
+                             f"{bundle.network_args.get('in_channels', 1)}")
+        labels = predict_labels(net, volume.image, bundle.patch_size, overlap=overlap)
+        dest = output / f"{case_id_from_path(path.name)}.nii.gz"
+        save_label(dest, labels, path)
+        yield dest

@@ -1,0 +1,142 @@
+"""params.yaml -> typed Params: the repo's file loads; every bad value is a ConfigError naming file and key."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from segflow.config import ConfigError, ModelConfig, load_params
+
+REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+
+
+@pytest.fixture(scope="module")
+def raw_params() -> dict:
+    return yaml.safe_load(REPO_PARAMS.read_text())
+
+
+def write_params(folder: Path, raw: object) -> Path:
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def load_error(tmp_path: Path, raw_params: dict, section: str | None, key: str | None, value=None) -> str:
+    """Load params with one key of `section` set to `value` (None key: drop the section); return the error."""
+    raw = copy.deepcopy(raw_params)
+    if key is None:
+        del raw[section]
+    else:
+        raw[section][key] = value
+    path = write_params(tmp_path, raw)
+    with pytest.raises(ConfigError) as caught:
+        load_params(path)
+    return str(caught.value)
+
+
+def test_repo_params_load_with_the_values_in_the_file(raw_params):
+    params = load_params(REPO_PARAMS)
+    assert params.train.lr == raw_params["train"]["lr"]
+    assert params.split.n_folds == raw_params["split"]["n_folds"]
+    assert params.augment.patch_size == raw_params["augment"]["patch_size"]
+    assert len(params.augment.patch_size) == params.model.spatial_dims
+
+
+def test_validate_and_register_sections_are_reachable_with_trailing_underscore(raw_params):
+    params = load_params(REPO_PARAMS)
+    assert params.validate_.min_cases == raw_params["validate"]["min_cases"]
+    assert params.validate_.foreground_labels == raw_params["validate"]["foreground_labels"]
+    assert params.register_.min_mean_dice == raw_params["register"]["min_mean_dice"]
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "dotted"),
+    [
+        ("train", "lr", -0.1, "train.lr"),
+        ("train", "epochs", 0, "train.epochs"),
+        ("train", "learning_rate", 0.1, "train.learning_rate"),  # unknown key
+        ("augment", "flip_prob", 1.5, "augment.flip_prob"),
+        ("validate", "min_cases", 0, "validate.min_cases"),
+        ("register", "min_mean_dice", 2.0, "register.min_mean_dice"),
+        ("data", "md5", "not-an-md5", "data.md5"),
+        ("split", "shuffle", True, "split.shuffle"),  # unknown key
+    ],
+)
+def test_bad_value_names_file_and_dotted_key(tmp_path, raw_params, section, key, value, dotted):
+    message = load_error(tmp_path, raw_params, section, key, value)
+    assert str(tmp_path / "params.yaml") in message
+    assert dotted in message
+    assert repr(value) in message  # the offending value is shown
+
+
+def test_fold_outside_n_folds_is_refused(tmp_path, raw_params):
+    message = load_error(tmp_path, raw_params, "split", "fold", raw_params["split"]["n_folds"])
+    assert str(tmp_path / "params.yaml") in message
+    assert "split" in message and "n_folds" in message
+
+
+def test_fold_outside_n_folds_names_split_fold(tmp_path, raw_params):
+    message = load_error(tmp_path, raw_params, "split", "fold", raw_params["split"]["n_folds"])
+    assert "split.fold" in message
+
+
+def test_patch_size_length_must_match_spatial_dims(tmp_path, raw_params):
+    message = load_error(tmp_path, raw_params, "augment", "patch_size", [40, 56])
+    assert str(tmp_path / "params.yaml") in message
+    assert "augment.patch_size" in message and "model.spatial_dims" in message
+
+
+def test_2d_patch_with_2d_model_loads(tmp_path, raw_params):
+    raw = copy.deepcopy(raw_params)
+    raw["augment"]["patch_size"] = [64, 64]
+    raw["model"]["spatial_dims"] = 2
+    raw["model"]["strides"] = [2, 2, 2]
+    assert load_params(write_params(tmp_path, raw)).augment.patch_size == [64, 64]
+
+
+@pytest.mark.parametrize("section", ["train", "validate", "register", "split"])
+def test_missing_section_is_named(tmp_path, raw_params, section):
+    message = load_error(tmp_path, raw_params, section, None)
+    assert str(tmp_path / "params.yaml") in message
+    assert f"{section}: Field required" in message
+
+
+@pytest.mark.parametrize("text", ["- a\n- b\n", "just a string\n", ""])
+def test_non_mapping_yaml_is_refused(tmp_path, text):
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="expected a mapping") as caught:
+        load_params(path)
+    assert str(path) in str(caught.value)
+
+
+def test_invalid_yaml_is_refused_with_file_name(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("train: {lr: 0.1\nsplit: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML") as caught:
+        load_params(path)
+    assert str(path) in str(caught.value)
+
+
+def test_missing_file_is_refused_with_file_name(tmp_path):
+    path = tmp_path / "nowhere" / "params.yaml"
+    with pytest.raises(ConfigError, match="file not found") as caught:
+        load_params(path)
+    assert str(path) in str(caught.value)
+
+
+def test_network_args_drop_name_and_keep_extra_monai_keys():
+    model = ModelConfig(name="UNet", spatial_dims=3, out_channels=3, channels=[8, 16], strides=[2], dropout=0.1)
+    args = model.network_args()
+    assert "name" not in args
+    assert args["channels"] == [8, 16] and args["strides"] == [2] and args["dropout"] == 0.1
+    assert args["spatial_dims"] == 3 and args["in_channels"] == 1 and args["out_channels"] == 3
+
+
+def test_repo_model_section_gives_unet_arguments():
+    args = load_params(REPO_PARAMS).model.network_args()
+    assert "name" not in args
+    assert args["num_res_units"] == 2 and args["norm"] == "instance"

@@ -1,0 +1,118 @@
+"""End to end: real `dvc repro` of all six stages on a few real cases, then caching and predict."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import yaml
+
+from conftest import BIN, SHARED_HIPPOCAMPUS, run
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+
+def stages_run(output: str) -> list[str]:
+    return re.findall(r"Running stage '(\w+)'", output)
+
+
+def set_param(project: Path, section: str, key: str, value) -> None:
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params[section][key] = value
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def reproduced(tiny_project_template, tmp_path_factory):
+    """One full pipeline run shared by the tests of this module (it is the slow part)."""
+    import shutil
+
+    project = tmp_path_factory.mktemp("e2e") / "project"
+    shutil.copytree(tiny_project_template, project, symlinks=True)
+    done = run([str(BIN / "dvc"), "repro"], project)
+    return project, done.stdout + done.stderr
+
+
+def test_all_six_stages_run_in_order(reproduced):
+    _, output = reproduced
+    assert stages_run(output) == ["ingest", "validate", "augment", "train", "evaluate", "register"]
+
+
+def test_validation_reports_the_sources_real_defects(reproduced):
+    project, _ = reproduced
+    report = json.loads((project / "artifacts/validate/report.json").read_text())
+    found = {(f["case_id"], f["rule"]) for f in report["findings"]}
+    assert ("hippocampus_010", "image_present") in found
+    assert ("hippocampus_118", "label_present") in found
+    assert ("hippocampus_243", "label_integer_dtype") in found
+    assert ("hippocampus_281", "orphan_file") in found
+    assert set(report["quarantined"]) == {"hippocampus_010", "hippocampus_118"}
+    assert "hippocampus_243" in report["kept"] and len(report["kept"]) == 11
+
+
+def test_metrics_are_real_dice_per_class(reproduced):
+    project, _ = reproduced
+    metrics = json.loads((project / "artifacts/evaluate/metrics.json").read_text())
+    assert metrics["n_cases"] >= 2
+    for key in ("dice_mean", "dice_anterior", "dice_posterior"):
+        assert 0.0 <= metrics[key] <= 1.0
+    per_case = (project / "artifacts/evaluate/per_case.csv").read_text().splitlines()
+    assert len(per_case) == metrics["n_cases"] + 1
+    assert list((project / "artifacts/evaluate/overlays").glob("*.png"))
+    history = (project / "artifacts/train/history.csv").read_text().splitlines()
+    assert history[0].startswith("epoch,train_loss") and len(history) == 3
+
+
+def test_register_records_weights_params_metrics_and_provenance(reproduced):
+    project, _ = reproduced
+    index = json.loads((project / "registry/index.json").read_text())
+    champion = project / "registry/models" / index["champion"]
+    entry = json.loads((champion / "entry.json").read_text())
+    assert (champion / "model.pt").is_file() and (champion / "MODEL_CARD.md").is_file()
+    assert (champion / "params.yaml").read_text() == (project / "params.yaml").read_text()
+    head = run(["git", "rev-parse", "HEAD"], project).stdout.strip()
+    assert entry["git_commit"].startswith(head)
+    assert entry["data_hash"] == yaml.safe_load((project / "data.dvc").read_text())["outs"][0]["md5"]
+
+
+def test_every_stage_logged_an_offline_wandb_run(reproduced, project_env):
+    runs = list(Path(project_env["WANDB_DIR"], "wandb").glob("offline-run-*"))
+    assert len(runs) >= 6
+
+
+def test_second_repro_is_a_no_op_and_train_param_reruns_only_downstream(reproduced):
+    project, _ = reproduced
+    again = run([str(BIN / "dvc"), "repro"], project)
+    assert stages_run(again.stdout) == []
+    set_param(project, "train", "lr", 0.002)
+    changed = run([str(BIN / "dvc"), "repro"], project)
+    assert stages_run(changed.stdout) == ["train", "evaluate", "register"]
+
+
+def test_predict_champion_writes_labels_with_input_geometry(reproduced, tmp_path):
+    project, _ = reproduced
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for case in ("hippocampus_004", "hippocampus_118"):  # 118: image delivered without label
+        (inputs / f"{case}.nii.gz").write_bytes((SHARED_HIPPOCAMPUS / "imagesTr" / f"{case}.nii.gz").read_bytes())
+    done = run([str(BIN / "segflow"), "predict", "--model", "champion", "--input", str(inputs),
+                "--output", str(tmp_path / "out")], project)
+    assert len(done.stdout.split()) == 2
+    for case in ("hippocampus_004", "hippocampus_118"):
+        source, labels = nib.load(inputs / f"{case}.nii.gz"), nib.load(tmp_path / "out" / f"{case}.nii.gz")
+        assert labels.shape == source.shape
+        np.testing.assert_allclose(labels.affine, source.affine)
+        assert set(np.unique(np.asarray(labels.dataobj))) <= {0, 1, 2}
+
+
+def test_dataset_level_failure_stops_the_pipeline(tiny_project):
+    set_param(tiny_project, "validate", "min_cases", 100)
+    done = run([str(BIN / "dvc"), "repro"], tiny_project, check=False)
+    assert done.returncode != 0
+    assert "min_cases" in done.stderr and "Traceback" not in done.stderr
+    assert stages_run(done.stdout) == ["ingest", "validate"]
+    assert not (tiny_project / "artifacts/preprocessed").exists()
