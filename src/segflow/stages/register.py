@@ -89,7 +89,7 @@ def main(params: Params, paths: Paths, tracker=None) -> dict:
                  "MODEL_CARD.md": model_card(entry, params, report, summary)}
         registry = Registry(paths.root / params.register_.registry_dir)
         decision["model_id"] = registry.add(paths.model, entry, files, promote=True)
-        decision["model_dir"] = str(registry.model_dir(decision["model_id"]))
+        decision["model_dir"] = (params.register_.registry_dir / "models" / decision["model_id"]).as_posix()
     write_json(paths.registration, decision)
     print(f"register: {'registered ' + decision['model_id'] + ' as champion' if passed else 'not registered'}: {reason}")
     if tracker and passed:

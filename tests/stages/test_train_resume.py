@@ -1,0 +1,85 @@
+"""train stage: a run killed mid-training resumes from its last epoch and ends where an
+uninterrupted run ends (same history, bit-identical weights)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import BIN, run
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+EPOCHS = 3
+
+
+def set_epochs(project: Path, epochs: int) -> None:
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["train"]["epochs"] = epochs
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def checkpoint_epoch(path: Path) -> int:
+    if not path.is_file():
+        return 0
+    return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
+
+
+def kill_after_first_epoch(project: Path, timeout: float = 120.0) -> int:
+    """Start `dvc repro train`, SIGKILL its whole process group once epoch 1 is checkpointed."""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.Popen([str(BIN / "dvc"), "repro", "train"], cwd=project, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    checkpoint = project / "artifacts" / "checkpoints" / "last.pt"
+    deadline = time.monotonic() + timeout
+    try:
+        while (epoch := checkpoint_epoch(checkpoint)) < 1:
+            if proc.poll() is not None:
+                pytest.fail(f"dvc repro train exited ({proc.returncode}) before checkpointing epoch 1")
+            if time.monotonic() > deadline:
+                pytest.fail(f"no checkpoint of epoch 1 after {timeout:.0f} s")
+            time.sleep(0.2)
+        still_running = proc.poll() is None
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert still_running and epoch < EPOCHS, "training finished before it could be interrupted"
+    return epoch
+
+
+def final_weights(project: Path) -> dict[str, torch.Tensor]:
+    from segflow.models.bundle import load_bundle
+
+    return load_bundle(project / "artifacts" / "train" / "model.pt").state_dict
+
+
+def test_killed_training_resumes_and_matches_uninterrupted_run(tiny_project, tiny_project_template, tmp_path):
+    run([str(BIN / "dvc"), "repro", "augment"], tiny_project)
+    set_epochs(tiny_project, EPOCHS)
+
+    killed_at = kill_after_first_epoch(tiny_project)
+    resumed = run([str(BIN / "dvc"), "repro", "train"], tiny_project)
+
+    assert f"resuming after epoch {killed_at}" in resumed.stdout + resumed.stderr
+    history = (tiny_project / "artifacts" / "train" / "history.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in history[1:]] == [str(e) for e in range(1, EPOCHS + 1)]
+
+    other = tmp_path / "other"
+    shutil.copytree(tiny_project_template, other, symlinks=True)
+    set_epochs(other, EPOCHS)
+    run([str(BIN / "dvc"), "repro", "train"], other)
+
+    expected, actual = final_weights(other), final_weights(tiny_project)
+    assert expected.keys() == actual.keys()
+    different = {k: float((expected[k].float() - actual[k].float()).abs().max())
+                 for k in expected if not torch.equal(expected[k], actual[k])}
+    assert not different, f"resumed weights differ from an uninterrupted run (max abs diff): {different}"

@@ -1,0 +1,181 @@
+"""Training pieces: LR schedule, config fingerprint, checkpoints, and exact resume after an interruption."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from segflow import training as T
+from segflow.config import AugmentConfig
+from segflow.data.preprocess import Volume, save_volume
+from segflow.models.factory import build_network
+
+REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+NET_ARGS = dict(spatial_dims=3, in_channels=1, out_channels=3, channels=[4, 8], strides=[2], num_res_units=1)
+PATCH = [16, 16, 16]
+SEED = 7
+CASES = [f"case_{i:03d}" for i in range(5)]
+
+
+# ---- learning rate and fingerprint -------------------------------------------------------------
+
+def test_poly_lr_starts_at_base_and_ends_at_zero():
+    assert T.poly_lr(0.01, 0, 40) == pytest.approx(0.01)
+    assert T.poly_lr(0.01, 40, 40) == 0.0
+    schedule = [T.poly_lr(0.01, e, 40) for e in range(40)]
+    assert all(a > b > 0 for a, b in zip(schedule, schedule[1:]))
+
+
+def test_fingerprint_changes_with_any_section_but_not_key_order():
+    train = {"epochs": 3, "lr": 0.003}
+    model = {"name": "UNet", "channels": [4, 8]}
+    base = T.config_fingerprint(0, model, train)
+    assert T.config_fingerprint(0, dict(reversed(model.items())), dict(reversed(train.items()))) == base
+    assert T.config_fingerprint(0, model, {**train, "lr": 0.001}) != base
+    assert T.config_fingerprint(0, {**model, "channels": [8, 16]}, train) != base
+    assert T.config_fingerprint(1, model, train) != base
+
+
+# ---- checkpoints -------------------------------------------------------------------------------
+
+def tiny_setup(seed: int = 0):
+    torch.manual_seed(seed)
+    net = build_network("UNet", NET_ARGS)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    return net, optimizer, scaler
+
+
+def one_step(net, optimizer):
+    optimizer.zero_grad()
+    net(torch.randn(1, 1, 16, 16, 16)).mean().backward()
+    optimizer.step()
+
+
+def test_checkpoint_round_trip_restores_weights_optimizer_and_history(tmp_path):
+    net, optimizer, scaler = tiny_setup(0)
+    one_step(net, optimizer)
+    state = T.TrainState(epoch=2, history=[{"epoch": 1, "train_loss": 0.9}, {"epoch": 2, "train_loss": 0.8}])
+    path = tmp_path / "checkpoints" / "last.pt"
+    T.save_checkpoint(path, "fp-1", state, net, optimizer, scaler)
+
+    fresh_net, fresh_optimizer, fresh_scaler = tiny_setup(1)
+    restored = T.resume_checkpoint(path, "fp-1", fresh_net, fresh_optimizer, fresh_scaler)
+
+    assert restored == state
+    for key, value in net.state_dict().items():
+        assert torch.equal(fresh_net.state_dict()[key], value), key
+    first = next(iter(optimizer.state.values()))
+    fresh_first = next(iter(fresh_optimizer.state.values()))
+    assert torch.equal(first["exp_avg"], fresh_first["exp_avg"])
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.pt"]
+
+
+def test_checkpoint_of_another_config_is_not_resumed(tmp_path):
+    net, optimizer, scaler = tiny_setup(0)
+    path = tmp_path / "last.pt"
+    T.save_checkpoint(path, "fp-old", T.TrainState(epoch=5), net, optimizer, scaler)
+
+    fresh_net, fresh_optimizer, fresh_scaler = tiny_setup(1)
+    before = {k: v.clone() for k, v in fresh_net.state_dict().items()}
+    assert T.resume_checkpoint(path, "fp-new", fresh_net, fresh_optimizer, fresh_scaler) is None
+    assert all(torch.equal(before[k], v) for k, v in fresh_net.state_dict().items())
+
+
+def test_no_checkpoint_means_fresh_start(tmp_path):
+    assert T.resume_checkpoint(tmp_path / "missing.pt", "fp", *tiny_setup()) is None
+
+
+# ---- resume equivalence ------------------------------------------------------------------------
+
+@pytest.fixture
+def deterministic_cpu():
+    """One thread, deterministic kernels, no MONAI meta tracking (as the Trainer runs)."""
+    from monai.data import set_track_meta
+
+    threads, was_deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    set_track_meta(False)
+    yield
+    set_track_meta(True)
+    torch.use_deterministic_algorithms(was_deterministic)
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def synthetic_cache(tmp_path) -> Path:
+    """A few (1, 24, 24, 24) cases with two foreground classes, written as the augment stage does."""
+    cache = tmp_path / "preprocessed"
+    for i, case_id in enumerate(CASES):
+        rng = np.random.default_rng(i)
+        label = np.zeros((1, 24, 24, 24), np.uint8)
+        x, y, z = rng.integers(4, 10, size=3)
+        label[0, x:x + 6, y:y + 6, z:z + 8] = 1
+        label[0, x + 6:x + 12, y:y + 6, z:z + 8] = 2
+        image = (label.astype(np.float32) + rng.normal(0, 0.5, label.shape)).astype(np.float32)
+        save_volume(cache / f"{case_id}.npz", Volume(image, label, np.eye(4)))
+    return cache
+
+
+def augment_config() -> AugmentConfig:
+    """The repo's augmentation with every random transform likely to fire on a tiny patch."""
+    raw = yaml.safe_load(REPO_PARAMS.read_text())["augment"]
+    probs = {k: 0.5 for k in raw if k.endswith("_prob")}
+    return AugmentConfig(**{**raw, **probs, "patch_size": PATCH})
+
+
+class Run:
+    """What the train stage builds, made fresh (as a restarted process would)."""
+
+    def __init__(self, cache: Path, init_seed: int):
+        from monai.losses import DiceCELoss
+
+        from segflow.transforms.three_d import build_cached_transforms, build_random_transforms
+
+        cfg = augment_config()
+        torch.manual_seed(init_seed)
+        self.net = build_network("UNet", NET_ARGS)
+        self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=0.01, weight_decay=1e-5)
+        self.scaler = torch.amp.GradScaler("cpu", enabled=False)
+        self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+        self.loader = T.build_loader(T.load_volumes(cache, CASES), build_cached_transforms(cfg),
+                                     build_random_transforms(cfg), batch_size=2)
+
+    def epochs(self, start: int, stop: int, total: int) -> list[float]:
+        losses = []
+        for epoch in range(start, stop):
+            for group in self.optimizer.param_groups:
+                group["lr"] = T.poly_lr(0.01, epoch, total)
+            T.seed_epoch(self.loader, SEED, epoch)
+            losses.append(T.train_epoch(self.net, self.loader, self.loss_fn, self.optimizer, self.scaler,
+                                        torch.device("cpu"), amp=False))
+        return losses
+
+
+def test_resumed_training_matches_uninterrupted_training(tmp_path, synthetic_cache, deterministic_cpu):
+    straight = Run(synthetic_cache, init_seed=SEED)
+    straight_losses = straight.epochs(0, 3, total=3)
+
+    interrupted = Run(synthetic_cache, init_seed=SEED)
+    first_losses = interrupted.epochs(0, 2, total=3)
+    checkpoint = tmp_path / "checkpoints" / "last.pt"
+    T.save_checkpoint(checkpoint, "fp", T.TrainState(epoch=2), interrupted.net, interrupted.optimizer,
+                      interrupted.scaler)
+    del interrupted
+
+    resumed = Run(synthetic_cache, init_seed=SEED + 1)  # weights must come from the checkpoint
+    state = T.resume_checkpoint(checkpoint, "fp", resumed.net, resumed.optimizer, resumed.scaler)
+    assert state is not None and state.epoch == 2
+    last_loss = resumed.epochs(state.epoch, 3, total=3)
+
+    assert first_losses + last_loss == straight_losses
+    expected, actual = straight.net.state_dict(), resumed.net.state_dict()
+    assert expected.keys() == actual.keys()
+    different = {k: float((expected[k].float() - actual[k].float()).abs().max())
+                 for k in expected if not torch.equal(expected[k], actual[k])}
+    assert not different, f"resumed weights differ from uninterrupted ones (max abs diff): {different}"
