@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import BIN, SHARED_HIPPOCAMPUS, run
+from conftest import BIN, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -98,7 +98,7 @@ def test_predict_champion_writes_labels_with_input_geometry(reproduced, tmp_path
     inputs = tmp_path / "in"
     inputs.mkdir()
     for case in ("hippocampus_004", "hippocampus_118"):  # 118: image delivered without label
-        (inputs / f"{case}.nii.gz").write_bytes((SHARED_HIPPOCAMPUS / "imagesTr" / f"{case}.nii.gz").read_bytes())
+        (inputs / f"{case}.nii.gz").write_bytes((project / "data/Task04_Hippocampus/imagesTr" / f"{case}.nii.gz").read_bytes())
     done = run([str(BIN / "segflow"), "predict", "--model", "champion", "--input", str(inputs),
                 "--output", str(tmp_path / "out")], project)
     assert len(done.stdout.split()) == 2

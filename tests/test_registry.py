@@ -115,9 +115,6 @@ def test_concurrent_adds_lose_no_entry_and_index_stays_valid_json(tmp_path):
     assert reads > 0
 
 
-@pytest.mark.xfail(strict=True, raises=OSError,
-                   reason="bug: model id = second + sha prefix, so the same file registered twice "
-                          "in one second collides on rename (see report)")
 def test_registering_the_same_file_twice_at_once_does_not_crash(tmp_path, monkeypatch):
     monkeypatch.setattr(time, "strftime", lambda fmt: "20260101-000000")  # both in one second
     registry = Registry(tmp_path / "registry")

@@ -11,6 +11,7 @@ import fcntl
 import hashlib
 import shutil
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -59,7 +60,8 @@ class Registry:
 
     def add(self, model_file: Path, entry: dict, files: dict[str, str], promote: bool) -> str:
         """Copy the model and its records into a new entry; make it champion if `promote`."""
-        model_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{file_digest(model_file)[:8]}"
+        digest = file_digest(model_file)
+        model_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{digest[:8]}-{uuid.uuid4().hex[:6]}"
         folder = self.model_dir(model_id)
         staging = folder.with_name(f".{model_id}.partial")
         shutil.rmtree(staging, ignore_errors=True)
@@ -67,7 +69,7 @@ class Registry:
         shutil.copy2(model_file, staging / "model.pt")
         for name, text in files.items():
             write_text(staging / name, text)
-        entry = {**entry, "id": model_id, "sha256": file_digest(model_file),
+        entry = {**entry, "id": model_id, "sha256": digest,
                  "status": CHAMPION if promote else "candidate"}
         write_json(staging / "entry.json", entry)
         staging.rename(folder)

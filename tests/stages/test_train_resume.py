@@ -83,3 +83,17 @@ def test_killed_training_resumes_and_matches_uninterrupted_run(tiny_project, tin
     different = {k: float((expected[k].float() - actual[k].float()).abs().max())
                  for k in expected if not torch.equal(expected[k], actual[k])}
     assert not different, f"resumed weights differ from an uninterrupted run (max abs diff): {different}"
+
+
+def test_rerun_killed_after_final_checkpoint_completes(tiny_project):
+    run([str(BIN / "dvc"), "repro", "train"], tiny_project)
+    epochs = yaml.safe_load((tiny_project / "params.yaml").read_text())["train"]["epochs"]
+    # As if killed after the last epoch's checkpoint, before the model file was written.
+    (tiny_project / "artifacts" / "train" / "model.pt").unlink()
+
+    rerun = run([str(BIN / "dvc"), "repro", "train"], tiny_project)
+
+    assert f"resuming after epoch {epochs}" in rerun.stdout
+    history = (tiny_project / "artifacts" / "train" / "history.csv").read_text().splitlines()
+    assert len(history) == 1 + epochs
+    assert (tiny_project / "artifacts" / "train" / "model.pt").is_file()

@@ -141,6 +141,7 @@ def main(params: Params, paths: Paths, tracker=None) -> dict:
     clock = T.Stopwatch()
     trainer = Trainer(params, paths, tracker)
     state = trainer.fit()
+    write_history(paths, state.history)  # also when resuming a run killed after its last epoch
     save_bundle(paths.model, trainer.bundle())
     final = state.history[-1]
     summary = {"epochs": state.epoch, "val_dice_mean": final.get("val_dice_mean"),
