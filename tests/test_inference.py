@@ -39,3 +39,24 @@ def test_pick_device_falls_back_to_cpu_without_cuda():
 
 def test_pick_device_honours_cpu_request():
     assert pick_device("cpu") == torch.device("cpu")
+
+
+def test_mirror_sets_cover_every_axis_combination_identity_first():
+    from segflow.inference import mirror_sets
+
+    sets = mirror_sets(3)
+    assert sets[0] == () and len(sets) == 8 and len(set(sets)) == 8
+
+
+def test_tta_of_a_mirror_symmetric_network_equals_plain_prediction():
+    """An identity-like network is flip-equivariant, so averaging over mirrors changes nothing."""
+    import torch
+
+    from segflow.inference import predict_probabilities
+
+    net = torch.nn.Conv3d(1, 3, kernel_size=1)
+    image = torch.randn(1, 12, 10, 8)
+    plain = predict_probabilities(net, image, [8, 8, 8], tta=False)
+    mirrored = predict_probabilities(net, image, [8, 8, 8], tta=True)
+    assert plain.shape == (3, 12, 10, 8)
+    torch.testing.assert_close(plain, mirrored, atol=1e-5, rtol=1e-5)

@@ -68,13 +68,14 @@ def predict(
     input: Annotated[Path, typer.Option("--input", "-i", help="a NIfTI file or a folder of them")] = ...,
     output: Annotated[Path, typer.Option("--output", "-o", help="folder for the label NIfTIs")] = ...,
     sw_overlap: Annotated[float, typer.Option(help="sliding-window overlap")] = 0.5,
+    tta: Annotated[bool, typer.Option(help="mirror test-time augmentation (as evaluate uses by default)")] = True,
 ) -> None:
     """Label new volumes with a registered (or any) model; one label NIfTI per input."""
     root = _project_root()
     from segflow.predict import predict_paths
 
     try:
-        for written in predict_paths(root, model, input, output, overlap=sw_overlap):
+        for written in predict_paths(root, model, input, output, overlap=sw_overlap, tta=tta):
             typer.echo(written)
     except _user_errors() as exc:
         _fail(str(exc))

@@ -102,6 +102,7 @@ class TrainConfig(Section):
 class EvaluateConfig(Section):
     sw_batch_size: int = Field(4, ge=1)
     sw_overlap: float = Field(0.5, ge=0, lt=1)
+    tta: bool = True
     overlay_cases: int = Field(4, ge=0)
     hd95: bool = True
 

@@ -47,7 +47,8 @@ def save_label(dest: Path, labels: np.ndarray, reference: Path) -> None:
         staged.replace(tmp)
 
 
-def predict_paths(root: Path, model: str, source: Path, output: Path, overlap: float = 0.5) -> Iterator[Path]:
+def predict_paths(root: Path, model: str, source: Path, output: Path, overlap: float = 0.5,
+                  tta: bool = True) -> Iterator[Path]:
     """Predict every input; yields each written label file."""
     bundle = load_bundle(resolve_model(root, model))
     net = bundle.build(pick_device())
@@ -56,7 +57,7 @@ def predict_paths(root: Path, model: str, source: Path, output: Path, overlap: f
         if volume.image.shape[0] != bundle.network_args.get("in_channels", 1):
             raise ValueError(f"{path}: {volume.image.shape[0]} channel(s), the model expects "
                              f"{bundle.network_args.get('in_channels', 1)}")
-        labels = predict_labels(net, volume.image, bundle.patch_size, overlap=overlap)
+        labels = predict_labels(net, volume.image, bundle.patch_size, tta=tta, overlap=overlap)
         dest = output / f"{case_id_from_path(path.name)}.nii.gz"
         save_label(dest, labels, path)
         yield dest

@@ -51,8 +51,8 @@ def run(params: Params, paths: Paths, tracker=None) -> tuple[dict, pd.DataFrame]
     cfg = params.evaluate
     rows, overlays = [], []
     for i, item in enumerate(load_volumes(paths.preprocessed, validation_cases(paths, params))):
-        prediction = predict_labels(net, item["image"], bundle.patch_size, sw_batch_size=cfg.sw_batch_size,
-                                    overlap=cfg.sw_overlap)
+        prediction = predict_labels(net, item["image"], bundle.patch_size, tta=cfg.tta,
+                                    sw_batch_size=cfg.sw_batch_size, overlap=cfg.sw_overlap)
         row = {"case_id": item["case_id"],
                **score_case(prediction, item["label"][0], names, spacing[item["case_id"]]["spacing"], cfg.hd95)}
         rows.append(row)
