@@ -18,6 +18,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_HIPPOCAMPUS = REPO.parent / "shared" / "datasets" / "Task04_Hippocampus"
+SHARED_ISBI = REPO.parent / "shared" / "datasets" / "isbi2012-membrane"
+ISBI_CASES = [str(i) for i in range(8)]
 BIN = Path(sys.executable).parent
 # Good cases plus the source's real defects: 010 (image missing), 118 (label missing),
 # 243 (float-typed label); 281 is the orphan label.
@@ -59,7 +61,7 @@ def project_env(tmp_path_factory):
 def merge(base: dict, overrides: dict) -> dict:
     out = dict(base)
     for key, value in overrides.items():
-        out[key] = merge(base.get(key, {}), value) if isinstance(value, dict) else value
+        out[key] = merge(base.get(key) or {}, value) if isinstance(value, dict) else value
     return out
 
 
@@ -128,7 +130,35 @@ def write_tiny_dataset(dest: Path) -> None:
     write_descriptor(dest, json.loads((SHARED_HIPPOCAMPUS / "dataset.json").read_text()))
 
 
-def make_tiny_project(dest: Path) -> Path:
+TINY_PARAMS_2D = {
+    "data": {"root": "data/isbi2012-membrane", "layout": "folders2d", "local_copy": None, "url": None,
+             "md5": None, "labels": {0: "cell", 1: "membrane"}, "label_map": {255: 0, 0: 1}},
+    "augment": {"patch_size": [128, 128]},
+    "model": {"spatial_dims": 2, "out_channels": 2},
+}
+
+
+def write_tiny_isbi(dest: Path) -> None:
+    """A few real ISBI 2012 image/mask pairs (synthetic stand-ins where ../shared is absent)."""
+    import cv2
+    import numpy as np
+
+    for folder in ("image", "label"):
+        (dest / "train" / folder).mkdir(parents=True)
+    for i, case in enumerate(ISBI_CASES):
+        for folder in ("image", "label"):
+            source = SHARED_ISBI / "train" / folder / f"{case}.png"
+            if source.exists():
+                shutil.copy2(source, dest / "train" / folder / source.name)
+                continue
+            rng = np.random.default_rng(i)
+            mask = np.where(rng.random((64, 64)) > 0.2, 255, 0).astype(np.uint8)
+            mask = cv2.resize(mask, (256, 256), interpolation=cv2.INTER_NEAREST)
+            image = (mask * 0.6 + rng.normal(40, 10, mask.shape)).clip(0, 255).astype(np.uint8)
+            cv2.imwrite(str(dest / "train" / folder / f"{case}.png"), image if folder == "image" else mask)
+
+
+def make_tiny_project(dest: Path, two_d: bool = False) -> Path:
     """A fresh git+DVC repo holding the pipeline, tiny real data and tiny params."""
     for name in PIPELINE_FILES:
         source = REPO / name
@@ -136,8 +166,12 @@ def make_tiny_project(dest: Path) -> Path:
         copy(source, dest / name, **({"ignore": shutil.ignore_patterns("__pycache__")} if source.is_dir() else {}))
     params = merge(yaml.safe_load((REPO / "params.yaml").read_text()), TINY_PARAMS)
     params["data"]["local_copy"] = None
+    if two_d:
+        params = merge(params, TINY_PARAMS_2D)
+        write_tiny_isbi(dest / "data" / "isbi2012-membrane")
+    else:
+        write_tiny_dataset(dest / "data" / "Task04_Hippocampus")
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    write_tiny_dataset(dest / "data" / "Task04_Hippocampus")
     run(["git", "init", "-q"], dest)
     run(["git", "config", "user.email", "test@localhost"], dest)
     run(["git", "config", "user.name", "test"], dest)

@@ -9,7 +9,15 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from segflow.contracts import check_manifest, label_values_regex
+from segflow.contracts import (
+    MIN_OUTLIER_POPULATION,
+    affine_difference,
+    channels_agree,
+    check_manifest,
+    label_values_regex,
+    relative_difference,
+    robust_z,
+)
 from segflow.data.manifest import build_manifest
 from segflow.data.msd import read_msd_dataset
 
@@ -64,7 +72,7 @@ def defect_cases() -> dict[str, tuple]:
     return {
         "missing_image": (None, label()),
         "missing_label": (image(), None),
-        "unreadable": (b"\x00 garbage, not gzip", label()),
+        "unreadable": (b"\x1f\x8b gzip signature, then garbage", label()),
         "shape_mismatch": (image(), label((6, 7, 4))),
         "spacing_mismatch": (image(), label(), (1.0, 1.0, 2.0)),
         "nan_image": (nan_image, label()),
@@ -193,3 +201,75 @@ def test_label_values_regex_accepts_only_declared_values():
     assert not pattern.match("[0, 1, 2, 3]")
     assert not pattern.match("[0.0, 0.5]")
     assert not pattern.match("[12]")
+
+
+# ---------------------------------------------------------------- features and knobs
+
+def test_relative_difference_is_scale_free_and_unknown_when_incomparable():
+    assert relative_difference("[1.0, 2.0]", "[1.0, 2.002]") == pytest.approx(0.001, rel=1e-3)
+    assert np.isnan(relative_difference("[1.0, 1.0]", "[1.0, 1.0, 1.0]"))
+    assert np.isnan(relative_difference(None, "[1.0]"))
+
+
+def test_affine_difference_measures_origin_in_voxels_and_ignores_spacing():
+    eye = np.eye(4)
+    shifted, scaled, rotated = eye.copy(), np.diag([2.0, 2.0, 2.0, 1.0]), eye[[1, 0, 2, 3]]
+    shifted[0, 3] = 1.0
+    as_json = lambda m: json.dumps(m.tolist())  # noqa: E731
+    assert affine_difference(as_json(eye), as_json(shifted), "[2.0, 2.0, 2.0]") == pytest.approx(0.5)
+    assert affine_difference(as_json(eye), as_json(scaled), "[1.0, 1.0, 1.0]") == 0.0
+    assert affine_difference(as_json(eye), as_json(rotated), "[1.0, 1.0, 1.0]") == pytest.approx(1.0)
+
+
+def test_channels_agree_within_the_spacing_tolerance():
+    assert channels_agree("[[4, 5], [4, 5]]", "[[1.0, 1.0], [1.0, 1.0005]]", 1e-3)
+    assert not channels_agree("[[4, 5], [4, 5]]", "[[1.0, 1.0], [1.0, 1.1]]", 1e-3)
+    assert not channels_agree("[[4, 5], [4, 6]]", "[[1.0, 1.0], [1.0, 1.0]]", 1e-3)
+
+
+def test_robust_z_flags_the_far_value_only():
+    values = np.array([[10.0]] * 12 + [[10.2], [9.9], [40.0]])
+    z, median = robust_z(values)
+    assert median.tolist() == [10.0]
+    assert z[-1] > 5 and (z[:-1] < 5).all()
+
+
+def test_robust_z_needs_a_population():
+    z, _ = robust_z(np.ones((MIN_OUTLIER_POPULATION - 1, 2)))
+    assert np.isnan(z).all()
+
+
+@pytest.fixture(scope="module")
+def near_spacing_manifest(tmp_path_factory):
+    """Good cases plus one whose label spacing differs by 0.05 % (within 1e-3, not 1e-4)."""
+    root = tmp_path_factory.mktemp("tolerance")
+    for i, case_id in enumerate(GOOD[:3]):
+        write_case(root, case_id, image(seed=i), label())
+    write_case(root, "near", image(seed=9), label(), label_spacing=(1.0, 1.0, 1.0005))
+    write_descriptor(root, [*GOOD[:3], "near"])
+    return build_manifest(read_msd_dataset(root))
+
+
+def test_spacing_tolerance_decides_what_counts_as_equal(near_spacing_manifest):
+    loose = check_manifest(near_spacing_manifest, DECLARED, MAX_DIM, 1)
+    strict = check_manifest(near_spacing_manifest, DECLARED, MAX_DIM, 1, spacing_tolerance=1e-4)
+    assert "near" in loose.kept
+    assert [f.rule for f in strict.findings if f.case_id == "near"] == ["spacing_match"]
+
+
+def test_foreground_labels_choose_what_counts_as_foreground(near_spacing_manifest):
+    result = check_manifest(near_spacing_manifest, DECLARED, MAX_DIM, 1, foreground_labels=[0])
+    assert not [f for f in result.findings if f.rule == "foreground_present"]
+    absent = check_manifest(near_spacing_manifest, [*DECLARED, 5], MAX_DIM, 1, foreground_labels=[5])
+    assert [f.severity for f in absent.findings if f.rule == "declared_label_present"] == ["error"]
+
+
+def test_an_empty_delivery_is_reported_not_crashed(tmp_path):
+    write_descriptor(tmp_path, [])
+    result = check_manifest(build_manifest(read_msd_dataset(tmp_path)), DECLARED, MAX_DIM, 1)
+    assert not result.passed and result.kept == []
+    assert "min_cases" in {f.rule for f in result.dataset_errors}
+
+
+def test_gx_results_are_returned_for_data_docs(result):
+    assert len(result.gx_results) == 4 and all(hasattr(r, "success") for r in result.gx_results)

@@ -50,6 +50,33 @@ def stage(name: Annotated[str, typer.Argument(help="ingest|validate|augment|trai
         _fail(f"stage {name} failed: {exc}")
 
 
+@app.command()
+def validate(
+    data: Annotated[Path, typer.Option(help="the delivery: an MSD folder, or a .tar/.tar.gz/.zip of one")],
+    report: Annotated[Path, typer.Option(help="where to write the JSON report")],
+    layout: Annotated[str, typer.Option(help="msd | auto (auto: detect; MSD is the one layout read so far)")] = "auto",
+    min_cases: Annotated[int | None, typer.Option(min=1, help="default: params.yaml validate.min_cases")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="warnings fail too")] = False,
+) -> None:
+    """Check a new delivery with the pipeline's data contracts, without running the pipeline.
+
+    Exit 0: no error.
+    Exit 1: a case is quarantined or the delivery has a dataset-level error (--strict: or a warning).
+    Exit 2: the delivery cannot be read (missing, not an archive, unsafe member, no dataset.json).
+    """
+    from segflow.config import ConfigError
+    from segflow.validation import UnusableInput, validate_delivery
+
+    try:
+        verdict = validate_delivery(data, report, layout=layout, min_cases=min_cases, strict=strict)
+    except (UnusableInput, ConfigError) as exc:
+        _fail(str(exc), code=2)
+    except _user_errors() as exc:
+        _fail(f"validate failed: {exc}")
+    typer.echo(f"{verdict.summary}\nreport: {verdict.report}")
+    raise typer.Exit(verdict.exit_code)
+
+
 @app.command("fetch-data")
 def fetch_data() -> None:
     """Put the raw dataset in place: local copy if present, else the official download (md5-checked)."""

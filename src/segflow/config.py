@@ -24,10 +24,35 @@ class Section(BaseModel):
 
 
 class DataConfig(Section):
+    """Where the raw data lies and how it is laid out.
+
+    `layout: msd` reads dataset.json + imagesTr/labelsTr. `layout: folders2d` reads image/mask
+    pairs (PNG/TIF) matched by file stem from `image_dir`/`label_dir`; `label_map` maps raw mask
+    values to class indices and `labels` names the classes.
+    """
+
     root: Path
+    layout: Literal["msd", "folders2d"] = "msd"
     local_copy: Path | None = None
     url: str | None = None
     md5: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$")
+    image_dir: str = "train/image"
+    label_dir: str = "train/label"
+    labels: dict[int, str] | None = None
+    label_map: dict[int, int] | None = None
+
+    @model_validator(mode="after")
+    def _folders_need_labels(self) -> DataConfig:
+        if self.layout == "folders2d" and not self.labels:
+            raise ValueError("layout folders2d needs `labels` (class index -> name)")
+        if self.label_map and self.labels and not set(self.label_map.values()) <= set(self.labels):
+            raise ValueError(f"label_map targets {sorted(set(self.label_map.values()))} are not all in labels")
+        return self
+
+    @property
+    def marker(self) -> str:
+        """A path below `root` whose presence means the dataset is in place."""
+        return "dataset.json" if self.layout == "msd" else self.image_dir
 
 
 class SplitConfig(Section):
@@ -47,7 +72,16 @@ class SplitConfig(Section):
 class ValidateConfig(Section):
     min_cases: int = Field(10, ge=1)
     max_dim: int = Field(1024, ge=1)
-    foreground_labels: list[int] = Field(min_length=1)
+    strict: bool = False  # true: any quarantined case stops the pipeline, not only dataset errors
+    foreground_labels: list[int] | None = None  # raw label values; default: every declared one but 0
+    spacing_tolerance: float = Field(1e-3, ge=0)
+    affine_tolerance: float = Field(1e-3, ge=0)
+    outlier_z: float = Field(5.0, gt=0)
+
+    def check_options(self) -> dict:
+        """Keyword arguments of `contracts.check_manifest` that come from params."""
+        return {"foreground_labels": self.foreground_labels, "spacing_tolerance": self.spacing_tolerance,
+                "affine_tolerance": self.affine_tolerance, "outlier_z": self.outlier_z}
 
 
 Probability = Field(ge=0.0, le=1.0)

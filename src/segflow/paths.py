@@ -28,6 +28,10 @@ class Paths:
     def validation_report(self) -> Path:
         return self.artifacts / "validate" / "report.json"
 
+    @property
+    def data_docs(self) -> Path:
+        return self.artifacts / "validate" / "data_docs"
+
     # augment
     @property
     def preprocessed(self) -> Path:

@@ -9,7 +9,7 @@ import numpy as np
 
 from segflow.config import load_params
 from segflow.data.msd import NIFTI_SUFFIXES, case_id_from_path
-from segflow.data.preprocess import load_case
+from segflow.data.preprocess import is_planar, load_case
 from segflow.inference import pick_device, predict_labels
 from segflow.io import atomic_path
 from segflow.models.bundle import load_bundle
@@ -17,20 +17,40 @@ from segflow.registry import Registry
 
 
 def input_files(source: Path) -> list[Path]:
-    """A NIfTI file, or every NIfTI file in a folder (sorted)."""
+    """An image file, or every NIfTI / 2D image file in a folder (sorted)."""
     if source.is_file():
         return [source]
     if source.is_dir():
-        files = sorted(p for p in source.iterdir() if p.name.endswith(NIFTI_SUFFIXES))
+        files = sorted(p for p in source.iterdir() if p.name.endswith(NIFTI_SUFFIXES) or is_planar(p))
         if files:
             return files
-        raise FileNotFoundError(f"{source}: folder holds no .nii/.nii.gz file")
+        raise FileNotFoundError(f"{source}: folder holds no .nii/.nii.gz/.png/.tif file")
     raise FileNotFoundError(f"{source}: no such file or folder")
 
 
 def resolve_model(root: Path, reference: str) -> Path:
     registry_dir = load_params(root / "params.yaml").register_.registry_dir
     return Registry(root / registry_dir).resolve(reference)
+
+
+def raw_values(labels: np.ndarray, label_map: dict[str, int]) -> np.ndarray:
+    """Class indices back to the delivery's raw mask values (inverse of data.label_map)."""
+    if not label_map:
+        return labels
+    inverse = np.arange(256, dtype=np.uint8)
+    for raw, target in label_map.items():
+        inverse[target] = int(raw)
+    return inverse[labels]
+
+
+def save_planar(dest: Path, labels: np.ndarray) -> None:
+    import cv2
+
+    with atomic_path(dest) as tmp:
+        ok, encoded = cv2.imencode(".png", labels.astype(np.uint8))
+        if not ok:
+            raise ValueError(f"{dest}: could not encode the label image")
+        tmp.write_bytes(encoded.tobytes())
 
 
 def save_label(dest: Path, labels: np.ndarray, reference: Path) -> None:
@@ -58,6 +78,10 @@ def predict_paths(root: Path, model: str, source: Path, output: Path, overlap: f
             raise ValueError(f"{path}: {volume.image.shape[0]} channel(s), the model expects "
                              f"{bundle.network_args.get('in_channels', 1)}")
         labels = predict_labels(net, volume.image, bundle.patch_size, tta=tta, overlap=overlap)
-        dest = output / f"{case_id_from_path(path.name)}.nii.gz"
-        save_label(dest, labels, path)
+        if is_planar(path):
+            dest = output / f"{path.stem}.png"
+            save_planar(dest, raw_values(labels, bundle.info.get("label_map") or {}))
+        else:
+            dest = output / f"{case_id_from_path(path.name)}.nii.gz"
+            save_label(dest, labels, path)
         yield dest

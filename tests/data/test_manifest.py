@@ -1,4 +1,5 @@
-"""build_manifest: one row per case recording what validation judges; a bad case never crashes it."""
+"""build_manifest: one row per case recording what validation judges; a bad case never crashes it.
+Files are sniffed before they are parsed; channels, 2D files and refused paths are described too."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from segflow.data.manifest import build_manifest
-from segflow.data.msd import read_msd_dataset
+from segflow.data.formats import format_from_name, sniff_bytes
+from segflow.data.manifest import MANIFEST_COLUMNS, build_manifest
+from segflow.data.msd import CaseFiles, MsdDataset, read_msd_dataset
 
 REAL = Path("/work/shared/datasets/Task04_Hippocampus")
 SHAPE = (6, 7, 5)
@@ -159,3 +161,117 @@ def test_real_hippocampus_cases_are_described(tmp_path):
     assert (frame["image_shape"] == frame["label_shape"]).all()
     assert frame["label_dtype"].eq("uint8").all() and frame["label_integral"].all()
     assert all(set(json.loads(v)) <= {0, 1, 2} for v in frame["label_values"])
+
+
+# ---------------------------------------------------------------- formats, channels, 2D files
+
+@pytest.mark.parametrize(
+    ("head", "fmt"),
+    [(b"\x1f\x8b\x08\x00", "gzip"), (b"\x89PNG\r\n\x1a\n rest", "png"), (b"II*\x00rest", "tiff"),
+     (b"MM\x00*rest", "tiff"), (b"\x5c\x01" + b"\x00" * 342 + b"n+1\x00", "nifti"), (b"<html>", "unknown"),
+     (b"", None)],
+)
+def test_sniffing_reads_the_signature_not_the_name(head, fmt):
+    assert sniff_bytes(head) == fmt
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt"),
+    [("a.nii.gz", "gzip"), ("A.NII", "nifti"), ("a.png", "png"), ("a.tif", "tiff"), ("a.tiff", "tiff"), ("a.mha", None)],
+)
+def test_file_names_promise_a_format(name, fmt):
+    assert format_from_name(name) == fmt
+
+
+def dataset_of(root: Path, *cases: CaseFiles, modality: dict | None = None) -> MsdDataset:
+    return MsdDataset(root, "Toy", {0: "bg", 1: "a", 2: "b"}, modality or {}, tuple(cases))
+
+
+def test_empty_and_mislabelled_files_are_recorded_and_never_parsed(tmp_path):
+    write_case(tmp_path, "empty", b"", label_array())
+    write_case(tmp_path, "png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 64, label_array())
+    cases = [CaseFiles(c, f"imagesTr/{c}.nii.gz", f"labelsTr/{c}.nii.gz", True) for c in ("empty", "png")]
+    rows = build_manifest(dataset_of(tmp_path, *cases)).set_index("case_id")
+    assert rows.loc["empty", "image_bytes"] == 0 and pd.isna(rows.loc["empty", "image_format"])
+    assert (rows.loc["png", "image_format"], rows.loc["png", "image_format_expected"]) == ("png", "gzip")
+    for case_id in ("empty", "png"):
+        assert rows.loc[case_id, "image_exists"] and rows.loc[case_id, "image_error"] == ""
+        assert pd.isna(rows.loc[case_id, "image_shape"])  # not parsed: no cascade of read errors
+        assert json.loads(rows.loc[case_id, "label_shape"]) == list(SHAPE)
+
+
+def test_schema_is_complete_even_when_nothing_could_be_read(tmp_path):
+    frame = build_manifest(dataset_of(tmp_path, CaseFiles("gone", "imagesTr/gone.nii.gz", None, True)))
+    assert list(frame.columns) == MANIFEST_COLUMNS
+    assert not frame.loc[0, "image_exists"] and not frame.loc[0, "label_exists"]
+
+
+def test_4d_nifti_is_one_image_with_channels_last(tmp_path):
+    save_nifti(tmp_path / "imagesTr/brats.nii.gz", np.stack([image_array(), image_array() * 2], axis=-1))
+    save_nifti(tmp_path / "labelsTr/brats.nii.gz", label_array())
+    case = CaseFiles("brats", "imagesTr/brats.nii.gz", "labelsTr/brats.nii.gz", True)
+    row = build_manifest(dataset_of(tmp_path, case, modality={0: "FLAIR", 1: "T1"})).iloc[0]
+    assert json.loads(row["image_shape"]) == list(SHAPE) == json.loads(row["label_shape"])
+    assert row["n_channels"] == 2 and row["expected_channels"] == 2
+    assert json.loads(row["image_spacing"]) == [1.0, 1.0, 1.0]
+    assert row["intensity_mean"] == pytest.approx(float(image_array().mean() * 1.5))
+
+
+def test_channel_files_are_listed_and_described_together(tmp_path):
+    for index in range(2):
+        save_nifti(tmp_path / f"imagesTr/x_{index:04d}.nii.gz", image_array())
+    save_nifti(tmp_path / "labelsTr/x.nii.gz", label_array())
+    channels = ("imagesTr/x_0000.nii.gz", "imagesTr/x_0001.nii.gz")
+    row = build_manifest(dataset_of(tmp_path, CaseFiles("x", channels[0], "labelsTr/x.nii.gz", True, channels))).iloc[0]
+    assert row["image"] == channels[0] and json.loads(row["image_channels"]) == list(channels)
+    assert row["n_channels"] == 2
+    assert json.loads(row["image_channel_shapes"]) == [list(SHAPE), list(SHAPE)]
+
+
+def test_a_missing_channel_file_is_the_file_the_row_names(tmp_path):
+    save_nifti(tmp_path / "imagesTr/x_0000.nii.gz", image_array())
+    channels = ("imagesTr/x_0000.nii.gz", "imagesTr/x_0001.nii.gz")
+    row = build_manifest(dataset_of(tmp_path, CaseFiles("x", channels[0], None, True, channels))).iloc[0]
+    assert row["image_file"] == "imagesTr/x_0001.nii.gz" and not row["image_exists"]
+
+
+def test_paths_outside_the_root_are_never_looked_at(tmp_path):
+    save_nifti(tmp_path / "secret.nii.gz", image_array())
+    root = tmp_path / "delivery"
+    root.mkdir()
+    row = build_manifest(dataset_of(root, CaseFiles("x", "../secret.nii.gz", None, True))).iloc[0]
+    assert not row["paths_confined"] and row["unsafe_paths"] == "../secret.nii.gz"
+    assert pd.isna(row["image_exists"]) and pd.isna(row["image_bytes"]) and pd.isna(row["image_shape"])
+
+
+def test_png_and_tif_pairs_are_described_in_2d(tmp_path):
+    import cv2
+
+    (tmp_path / "img").mkdir()
+    (tmp_path / "msk").mkdir()
+    image = np.arange(48, dtype=np.uint16).reshape(6, 8) * 100
+    mask = np.zeros((6, 8), np.uint8)
+    mask[2:4, 2:5] = 255
+    cv2.imwrite(str(tmp_path / "img/a.tif"), image)
+    cv2.imwrite(str(tmp_path / "msk/a.png"), mask)
+    row = build_manifest(dataset_of(tmp_path, CaseFiles("a", "img/a.tif", "msk/a.png", True))).iloc[0]
+    assert (row["image_format"], row["label_format"]) == ("tiff", "png")
+    assert json.loads(row["image_shape"]) == [6, 8] == json.loads(row["label_shape"])
+    assert json.loads(row["image_spacing"]) == [1.0, 1.0] and row["n_channels"] == 1
+    assert row["image_dtype"] == "uint16" and row["intensity_p50"] == pytest.approx(np.median(image))
+    assert json.loads(row["label_values"]) == [0, 255] and json.loads(row["label_voxels"]) == {"0": 42, "255": 6}
+
+
+def test_rgb_png_counts_three_channels_over_a_2d_grid(tmp_path):
+    import cv2
+
+    (tmp_path / "img").mkdir()
+    cv2.imwrite(str(tmp_path / "img/rgb.png"), np.zeros((5, 7, 3), np.uint8))
+    row = build_manifest(dataset_of(tmp_path, CaseFiles("rgb", "img/rgb.png", None, True))).iloc[0]
+    assert json.loads(row["image_shape"]) == [5, 7] and row["n_channels"] == 3
+
+
+def test_read_errors_name_files_relative_to_the_root(tmp_path):
+    write_case(tmp_path, "bad", b"\x1f\x8b not a deflate stream", None)
+    row = build_manifest(dataset_of(tmp_path, CaseFiles("bad", "imagesTr/bad.nii.gz", None, True))).iloc[0]
+    assert row["image_error"] and str(tmp_path) not in row["image_error"]

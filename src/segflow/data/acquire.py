@@ -59,17 +59,18 @@ def fetch_dataset(
     lines (about one per 10%). Raises `AcquireError` when no source works.
     """
     root = _resolve(cfg.root, project_root)
-    if (root / MARKER).is_file():
+    marker = cfg.marker
+    if (root / marker).exists():
         return FetchResult(root, "present", f"Dataset already in place at {root}; nothing to do.")
-    _check_root_is_free(root)
+    _check_root_is_free(root, marker)
     local = _resolve(cfg.local_copy, project_root) if cfg.local_copy else None
-    if local is not None and (local / MARKER).is_file():
+    if local is not None and (local / marker).exists():
         copy_dataset(local, root)
         return FetchResult(root, "local_copy", f"Copied the dataset from {local} to {root}.")
     if cfg.url:
-        note = download_dataset(cfg.url, cfg.md5, root, progress)
+        note = download_dataset(cfg.url, cfg.md5, root, progress, marker)
         return FetchResult(root, "download", f"Downloaded {cfg.url} to {root}; {note}.")
-    raise AcquireError(_no_source_message(root, local))
+    raise AcquireError(_no_source_message(root, local, marker))
 
 
 def _resolve(path: Path, project_root: Path) -> Path:
@@ -78,23 +79,23 @@ def _resolve(path: Path, project_root: Path) -> Path:
     return path if path.is_absolute() else Path(project_root) / path
 
 
-def _check_root_is_free(root: Path) -> None:
+def _check_root_is_free(root: Path, marker: str = MARKER) -> None:
     """Refuse to overwrite a `root` that holds something other than the dataset."""
     if root.is_dir() and not any(root.iterdir()):
         return
     if root.exists() or root.is_symlink():
         raise AcquireError(
-            f"{root} exists but holds no {MARKER}, so it is not the dataset and will not be "
+            f"{root} exists but holds no {marker}, so it is not the dataset and will not be "
             "overwritten. Move or delete it, then run again."
         )
 
 
-def _no_source_message(root: Path, local: Path | None) -> str:
+def _no_source_message(root: Path, local: Path | None, marker: str = MARKER) -> str:
     """Explain that neither the local copy nor a download URL could be used."""
     if local is None:
         local_part = "data.local_copy is not set"
     elif local.exists():
-        local_part = f"the local copy {local} holds no {MARKER}"
+        local_part = f"the local copy {local} holds no {marker}"
     else:
         local_part = f"the local copy {local} does not exist"
     return (
@@ -133,7 +134,7 @@ def _move_into_place(folder: Path, root: Path) -> None:
 # --- download -------------------------------------------------------------------------------
 
 
-def download_dataset(url: str, md5: str | None, root: Path, progress: Reporter) -> str:
+def download_dataset(url: str, md5: str | None, root: Path, progress: Reporter, marker: str = MARKER) -> str:
     """Download the archive at `url`, check its md5, unpack it and move the dataset to `root`.
 
     Returns a short note on the md5 check for the user.
@@ -142,7 +143,7 @@ def download_dataset(url: str, md5: str | None, root: Path, progress: Reporter) 
     archive = _download(url, root.parent, progress)
     try:
         note = _verify_md5(archive, url, md5)
-        _unpack_into_place(archive, root, label=f"The archive downloaded from {url}")
+        _unpack_into_place(archive, root, label=f"The archive downloaded from {url}", marker=marker)
     finally:
         archive.unlink(missing_ok=True)
     return note
@@ -220,26 +221,26 @@ def _verify_md5(archive: Path, url: str, expected: str | None) -> str:
     return f"md5 {actual} verified"
 
 
-def _unpack_into_place(archive: Path, root: Path, label: str) -> None:
+def _unpack_into_place(archive: Path, root: Path, label: str, marker: str = MARKER) -> None:
     """Extract `archive` beside `root`, find the dataset folder in it and rename it to `root`."""
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".extract", dir=root.parent))
     try:
         safe_extract(archive, staging, label=label)
-        _move_into_place(find_dataset_folder(staging, label), root)
+        _move_into_place(find_dataset_folder(staging, label, marker), root)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def find_dataset_folder(extracted: Path, label: str) -> Path:
+def find_dataset_folder(extracted: Path, label: str, marker: str = MARKER) -> Path:
     """The single folder under `extracted` that holds a dataset.json (MSD: `Task04_.../`).
 
     `label` names the archive in the error message.
     """
-    found = sorted(p.parent for p in extracted.rglob(MARKER) if p.is_file())
+    found = sorted(p for p in (extracted, *extracted.rglob("*")) if p.is_dir() and (p / marker).exists())
     if len(found) != 1:
         where = ", ".join(str(p.relative_to(extracted)) for p in found) or "none"
         raise AcquireError(
-            f"{label} must hold exactly one folder with a {MARKER}, found {len(found)} "
+            f"{label} must hold exactly one folder with a {marker}, found {len(found)} "
             f"({where}); it is not an MSD dataset archive."
         )
     return found[0]

@@ -1,50 +1,148 @@
 """Build the case manifest: one row per delivered case with what validation needs to judge it.
 
-Nothing here raises on a bad case: unreadable or missing files are recorded in the row
-(`*_error`, `*_exists`) so the validate stage can name every problem at once.
+Nothing here raises on a bad case: missing, empty, mislabelled or unreadable files are recorded
+in the row (`*_exists`, `*_bytes`, `*_format`, `*_error`) so the validate stage can name every
+problem at once. A file is only parsed once its first bytes show it is what its name says, and
+a path that would leave the dataset root is never opened at all.
+
+Columns per role (`image`, `label`): the first path, `_file` (the file the facts are about: the
+first problem file, else the first file), `_exists`, `_bytes`, `_format`, `_format_expected`,
+`_error`, then `_shape` (spatial), `_spacing`, `_affine`, `_dtype`. Images add `image_channels`,
+`n_channels`, `image_channel_shapes`, `image_channel_spacings` and intensity statistics; labels
+add their values and voxel counts. Dataset-wide: `descriptor`, `expected_channels`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from segflow.data.msd import CaseFiles, MsdDataset
+from segflow.data.formats import format_from_name, is_planar, sniff_format
+from segflow.data.msd import CaseFiles, MsdDataset, confined_path
 
 PERCENTILES = {"intensity_p0_5": 0.5, "intensity_p50": 50.0, "intensity_p99_5": 99.5}
+LEADING_COLUMNS = ["case_id", "listed", "image", "label", "image_exists", "label_exists"]
+UNSUPPORTED = "unsupported"  # `_format_expected` of a file name no reader supports
 
 
-def _file_digest(path: Path, digest) -> None:
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+def _role_columns(prefix: str) -> list[str]:
+    facts = ["file", "bytes", "format", "format_expected", "error", "shape", "spacing", "affine", "dtype"]
+    return [f"{prefix}_{name}" for name in facts]
 
 
-def content_hash(paths: list[Path]) -> str:
-    """sha256 over the bytes of the given existing files, in order (detects duplicate cases)."""
-    digest = hashlib.sha256()
-    for path in paths:
-        if path.is_file():
-            _file_digest(path, digest)
-    return digest.hexdigest()
+# Every column, always present (empty where unknown), so a delivery in which, say, no image could
+# be read still has the schema the contracts expect.
+MANIFEST_COLUMNS = [
+    *LEADING_COLUMNS, "image_channels", "n_channels", *_role_columns("image"),
+    "image_channel_shapes", "image_channel_spacings", "intensity_finite", *PERCENTILES,
+    "intensity_mean", "intensity_std", *_role_columns("label"), "label_values", "label_voxels",
+    "label_integral", "paths_confined", "unsafe_paths", "content_hash", "descriptor", "expected_channels",
+]
 
 
-def _read_nifti(path: Path) -> tuple[np.ndarray, object]:
+@dataclass(frozen=True)
+class LoadedFile:
+    """One decoded image file; the axes past `spatial_ndim` are channels (NIfTI 4D, RGB PNG)."""
+
+    array: np.ndarray
+    dtype: str
+    spacing: list[float]
+    affine: np.ndarray
+    spatial_ndim: int
+
+    @property
+    def spatial_shape(self) -> list[int]:
+        return [int(s) for s in self.array.shape[: self.spatial_ndim]]
+
+    @property
+    def n_channels(self) -> int:
+        return int(np.prod(self.array.shape[self.spatial_ndim :], dtype=np.int64))
+
+
+def _read_nifti(path: Path) -> LoadedFile:
     import nibabel as nib
 
     image = nib.load(str(path))
-    return np.asanyarray(image.dataobj), image.header
+    array = np.asanyarray(image.dataobj)
+    spatial = min(array.ndim, 3)
+    zooms = image.header.get_zooms()[:spatial]
+    return LoadedFile(array, str(image.header.get_data_dtype()), [float(z) for z in zooms], image.affine, spatial)
 
 
-def _geometry(prefix: str, array: np.ndarray, header) -> dict:
+def _read_planar(path: Path) -> LoadedFile:
+    """PNG/TIF as stored (8/16-bit, grey or colour); 2D files carry no spacing: 1.0 per axis."""
+    import cv2
+
+    array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if array is None:
+        raise ValueError("OpenCV cannot decode it as an image")
+    return LoadedFile(array, str(array.dtype), [1.0, 1.0], np.eye(3), 2)
+
+
+def read_image_file(path: Path) -> LoadedFile:
+    """Decode a NIfTI or a PNG/TIF file, chosen by its name (its bytes were sniffed before)."""
+    return _read_planar(path) if is_planar(path.name) else _read_nifti(path)
+
+
+def _file_facts(root: Path, rel: str) -> dict:
+    """Existence, size and sniffed format of one file, without parsing it."""
+    path = root / rel
+    facts = {"file": rel, "exists": path.is_file(), "bytes": None, "format": None,
+             "format_expected": format_from_name(rel) or UNSUPPORTED}
+    if facts["exists"]:
+        facts["bytes"] = path.stat().st_size
+        facts["format"] = sniff_format(path)
+    return facts
+
+
+def _parseable(facts: dict) -> bool:
+    return bool(facts["exists"] and facts["bytes"] and facts["format"] == facts["format_expected"])
+
+
+def _facts_columns(prefix: str, facts: dict) -> dict:
+    return {f"{prefix}_{key}": value for key, value in facts.items()} | {f"{prefix}_error": ""}
+
+
+def _voxel_digest(array: np.ndarray) -> bytes:
+    """Digest of the decoded voxels (dtype and shape included): a re-saved copy of a case still
+    matches, although gzip stamps a new time into its bytes."""
+    digest = hashlib.sha256(f"{array.dtype}{array.shape}".encode())
+    digest.update(np.ascontiguousarray(array).data)
+    return digest.digest()
+
+
+def _raw_digest(path: Path) -> bytes:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.digest()
+
+
+def _json(values) -> str:
+    return json.dumps(values)
+
+
+def _geometry(prefix: str, first: LoadedFile, shape: list[int]) -> dict:
     return {
-        f"{prefix}_shape": json.dumps([int(s) for s in array.shape]),
-        f"{prefix}_spacing": json.dumps([round(float(z), 6) for z in header.get_zooms()]),
-        f"{prefix}_dtype": str(header.get_data_dtype()),
+        f"{prefix}_shape": _json(shape),
+        f"{prefix}_spacing": _json([round(s, 6) for s in first.spacing]),
+        f"{prefix}_affine": _json(np.round(np.asarray(first.affine, dtype=np.float64), 6).tolist()),
+        f"{prefix}_dtype": first.dtype,
+    }
+
+
+def _channel_geometry(loaded: list[LoadedFile]) -> dict:
+    """Channel count and per-file geometry, so contracts can check the channel files agree."""
+    return {
+        "n_channels": sum(f.n_channels for f in loaded),
+        "image_channel_shapes": _json([f.spatial_shape for f in loaded]),
+        "image_channel_spacings": _json([[round(s, 6) for s in f.spacing] for f in loaded]),
     }
 
 
@@ -66,44 +164,87 @@ def _label_stats(array: np.ndarray) -> dict:
     values, counts = np.unique(array, return_counts=True)
     integral = bool(np.all(np.isfinite(values)) and np.all(values == np.round(values)))
     return {
-        "label_values": json.dumps([float(v) if not integral else int(v) for v in values]),
-        "label_voxels": json.dumps({str(int(v)): int(c) for v, c in zip(values, counts, strict=True)})
+        "label_values": _json([float(v) if not integral else int(v) for v in values]),
+        "label_voxels": _json({str(int(v)): int(c) for v, c in zip(values, counts, strict=True)})
         if integral
         else "{}",
         "label_integral": integral,
     }
 
 
-def _describe_file(root: Path, rel: str | None, prefix: str) -> dict:
-    row: dict = {prefix: rel or "", f"{prefix}_exists": False, f"{prefix}_error": ""}
-    if not rel:
-        return row
-    path = root / rel
-    row[f"{prefix}_exists"] = path.is_file()
-    if not row[f"{prefix}_exists"]:
-        return row
-    try:
-        array, header = _read_nifti(path)
-        row.update(_geometry(prefix, array, header))
-        row.update(_intensity_stats(array) if prefix == "image" else _label_stats(array))
-    except Exception as exc:  # noqa: BLE001 - any reader failure is a finding, not a crash
-        row[f"{prefix}_error"] = f"{type(exc).__name__}: {exc}"
-    return row
+def _decoded_columns(prefix: str, loaded: list[LoadedFile]) -> dict:
+    """Geometry and statistics of decoded files: images by spatial shape over all channels,
+    labels by their full shape (a label must be single-channel, so extra axes show as a mismatch)."""
+    first = loaded[0]
+    if prefix == "label":
+        return _geometry(prefix, first, [int(s) for s in first.array.shape]) | _label_stats(first.array)
+    voxels = np.concatenate([f.array.ravel() for f in loaded]) if len(loaded) > 1 else first.array
+    return _geometry(prefix, first, first.spatial_shape) | _channel_geometry(loaded) | _intensity_stats(voxels)
+
+
+def _read_all(root: Path, facts: list[dict], prefix: str) -> tuple[dict, list[LoadedFile]]:
+    """Decode every file; the first failure is recorded against that file."""
+    loaded = []
+    for fact in facts:
+        try:
+            loaded.append(read_image_file(root / fact["file"]))
+        except Exception as exc:  # noqa: BLE001 - any reader failure is a finding, not a crash
+            reason = str(exc).replace(f"{root}/", "")  # paths in the report stay relative
+            return _facts_columns(prefix, fact) | {f"{prefix}_error": f"{type(exc).__name__}: {reason}"}, []
+    return _facts_columns(prefix, facts[0]), loaded
+
+
+def describe_files(root: Path, rels: tuple[str, ...], prefix: str) -> tuple[dict, list[bytes]]:
+    """Manifest columns for one role of a case (its image channels, or its label) and the digests
+    that make up its content hash. Files are parsed only when all of them look sound."""
+    if not rels:
+        return {f"{prefix}_file": "", f"{prefix}_exists": False, f"{prefix}_error": ""}, []
+    facts = [_file_facts(root, rel) for rel in rels]
+    problem = next((fact for fact in facts if not _parseable(fact)), None)
+    if problem is not None:
+        raw = [_raw_digest(root / f["file"]) for f in facts if f["exists"]]
+        return _facts_columns(prefix, problem), raw
+    row, loaded = _read_all(root, facts, prefix)
+    if not loaded:
+        return row, []
+    return row | _decoded_columns(prefix, loaded), [_voxel_digest(f.array) for f in loaded]
+
+
+def _refused_columns(prefix: str, entry: str) -> dict:
+    """A path outside the dataset root: named in the report, never looked at (existence unknown)."""
+    return {f"{prefix}_file": entry, f"{prefix}_exists": None, f"{prefix}_error": ""}
+
+
+def _role(root: Path, prefix: str, rels: tuple[str, ...]) -> tuple[dict, list[bytes], list[str]]:
+    unsafe = [rel for rel in rels if confined_path(rel) is None]
+    if unsafe:
+        return _refused_columns(prefix, unsafe[0]), [], unsafe
+    row, digests = describe_files(root, rels, prefix)
+    return row, digests, []
+
+
+def _content_hash(digests: list[bytes]) -> str:
+    """sha256 over the case's file digests; empty when no file could be looked at."""
+    return hashlib.sha256(b"".join(digests)).hexdigest() if digests else ""
 
 
 def describe_case(root: Path, case: CaseFiles) -> dict:
-    """All manifest columns for one case."""
-    row = {"case_id": case.case_id, "listed": case.listed}
-    row.update(_describe_file(root, case.image, "image"))
-    row.update(_describe_file(root, case.label, "label"))
-    files = [root / p for p in (case.image, case.label) if p]
-    row["content_hash"] = content_hash(files)
+    """All per-case manifest columns for one case."""
+    row = {"case_id": case.case_id, "listed": case.listed, "image": case.image or "",
+           "label": case.label or "", "image_channels": _json(list(case.channels))}
+    image_row, image_digests, unsafe_images = _role(root, "image", case.channels)
+    label_row, label_digests, unsafe_labels = _role(root, "label", (case.label,) if case.label else ())
+    unsafe = unsafe_images + unsafe_labels
+    row.update(image_row | label_row)
+    row.update({"paths_confined": not unsafe, "unsafe_paths": ", ".join(unsafe),
+                "content_hash": _content_hash(image_digests + label_digests)})
     return row
 
 
 def build_manifest(dataset: MsdDataset) -> pd.DataFrame:
     """One row per case (listed first, then orphans), columns in a stable order."""
     rows = [describe_case(dataset.root, case) for case in dataset.cases]
-    frame = pd.DataFrame(rows)
-    first = ["case_id", "listed", "image", "label", "image_exists", "label_exists"]
-    return frame[first + [c for c in frame.columns if c not in first]]
+    frame = pd.DataFrame(rows).reindex(columns=MANIFEST_COLUMNS)
+    frame["descriptor"] = dataset.descriptor
+    frame["expected_channels"] = len(dataset.modality) or None
+    return frame

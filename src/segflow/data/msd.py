@@ -1,16 +1,22 @@
 """Read the Medical Segmentation Decathlon (MSD / nnU-Net v1) folder layout.
 
 dataset.json lists training cases as {"image": "./imagesTr/x.nii.gz", "label": ...}; files on
-disk that it does not list are kept as orphans so validation can report them.
+disk that it does not list are kept as orphans so validation can report them. Multi-channel
+cases come either as one 4D NIfTI (channels last, as MSD BraTS) or, the nnU-Net way, as one file
+per channel (`x_0000.nii.gz`, `x_0001.nii.gz`) while dataset.json still names `x.nii.gz`.
+An entry pointing outside the dataset folder (`../`, an absolute path) is refused and never read.
 """
 
 from __future__ import annotations
 
 import json
+import posixpath
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
+_WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:")
 
 
 class LayoutError(ValueError):
@@ -19,30 +25,51 @@ class LayoutError(ValueError):
 
 @dataclass(frozen=True)
 class CaseFiles:
-    """One case as delivered: paths are relative to the dataset root, as POSIX strings."""
+    """One case as delivered: paths are relative to the dataset root, as POSIX strings.
+
+    `image` is the first (or only) image file; `image_channels` lists every channel file when the
+    case has one file per channel (nnU-Net's `_0000`, `_0001`, ...).
+    """
 
     case_id: str
     image: str | None
     label: str | None
     listed: bool
+    image_channels: tuple[str, ...] = ()
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        """Every image file of the case, in channel order."""
+        return self.image_channels or ((self.image,) if self.image else ())
 
 
 @dataclass(frozen=True)
 class MsdDataset:
+    """A delivery in any supported layout: declared labels, modalities and its cases.
+
+    `descriptor` names what lists the cases (dataset.json, or the image folder of a 2D layout),
+    so findings about the listing can point at it.
+    """
+
     root: Path
     name: str
     labels: dict[int, str]
     modality: dict[int, str]
     cases: tuple[CaseFiles, ...]
+    descriptor: str = "dataset.json"
+
+
+def split_suffix(name: str, suffixes: tuple[str, ...] = NIFTI_SUFFIXES) -> tuple[str, str]:
+    """'x/case.nii.gz' -> ('x/case', '.nii.gz'); an unknown ending leaves the name whole."""
+    for suffix in suffixes:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)], name[-len(suffix):]
+    return name, ""
 
 
 def case_id_from_path(path: str) -> str:
     """'./imagesTr/hippocampus_004.nii.gz' -> 'hippocampus_004'."""
-    name = Path(path).name
-    for suffix in NIFTI_SUFFIXES:
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
+    return split_suffix(Path(path).name)[0]
 
 
 def _load_descriptor(root: Path) -> dict:
@@ -51,7 +78,7 @@ def _load_descriptor(root: Path) -> dict:
         raise LayoutError(f"{descriptor}: missing; an MSD dataset folder needs a dataset.json")
     try:
         data = json.loads(descriptor.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise LayoutError(f"{descriptor}: not readable JSON ({exc})") from None
     entries = data.get("training") if isinstance(data, dict) else None
     if (not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries)
@@ -60,32 +87,77 @@ def _load_descriptor(root: Path) -> dict:
     return data
 
 
-def _normalise(path: str) -> str:
-    return Path(path).as_posix().removeprefix("./")
+def confined_path(entry: str) -> str | None:
+    """The entry as a clean relative POSIX path, or None when it would leave the dataset root.
+
+    Checked lexically (no resolving of links): a DVC cache may legitimately link files from
+    elsewhere, but dataset.json itself must never steer reading outside the delivery.
+    """
+    path = entry.replace("\\", "/")
+    if path.startswith("/") or _WINDOWS_DRIVE.match(path):
+        return None
+    normal = posixpath.normpath(path)
+    if normal == ".." or normal.startswith("../"):
+        return None
+    return normal
 
 
-def _listed_cases(entries: list) -> list[CaseFiles]:
-    cases = []
-    for entry in entries:
-        image, label = _normalise(entry.get("image", "")), _normalise(entry.get("label", ""))
-        case_id = case_id_from_path(image or label)
-        cases.append(CaseFiles(case_id, image or None, label or None, listed=True))
-    return cases
+def _entry(entry: dict, key: str) -> str | None:
+    """One path of a training entry: cleaned when confined to the root, raw (for the report) when
+    not, None when absent. The manifest re-checks confinement before opening anything."""
+    value = entry.get(key)
+    if not isinstance(value, str) or not value.strip():
+        return None
+    return confined_path(value) or value
 
 
-def _files_on_disk(root: Path, folder: str) -> set[str]:
+def channel_files(root: Path, image: str, n_modalities: int) -> tuple[str, ...]:
+    """The files meant by a listed image: itself when it exists, else nnU-Net's `_0000`, `_0001`...
+
+    With modalities declared, exactly that many channel files are expected (a missing one is
+    then reported as a missing image file); without, the contiguous run found on disk is used.
+    """
+    if (root / image).is_file():
+        return (image,)
+    stem, suffix = split_suffix(image)
+    if not (root / f"{stem}_0000{suffix}").is_file():
+        return (image,)
+    count = n_modalities or _contiguous_channels(root, stem, suffix)
+    return tuple(f"{stem}_{index:04d}{suffix}" for index in range(count))
+
+
+def _contiguous_channels(root: Path, stem: str, suffix: str) -> int:
+    count = 0
+    while (root / f"{stem}_{count:04d}{suffix}").is_file():
+        count += 1
+    return count
+
+
+def _listed_case(root: Path, index: int, entry: dict, n_modalities: int) -> CaseFiles:
+    """The case of the index-th training entry. Its id comes from the image name (from the label
+    when the image path is refused, so the finding names the case rather than a stray file;
+    from the entry's position when it names no path at all)."""
+    image, label = _entry(entry, "image"), _entry(entry, "label")
+    safe = [p for p in (image, label) if p and confined_path(p)]
+    named = (safe or [p for p in (image, label) if p])
+    case_id = case_id_from_path(named[0]) if named else f"training[{index}]"
+    channels = channel_files(root, image, n_modalities) if image in safe else ()
+    return CaseFiles(case_id, channels[0] if channels else image, label, listed=True, image_channels=channels)
+
+
+def _files_on_disk(root: Path, folder: str, suffixes: tuple[str, ...] = NIFTI_SUFFIXES) -> set[str]:
     found = root / folder
     if not found.is_dir():
         return set()
     return {
         f"{folder}/{p.name}"
         for p in found.iterdir()
-        if p.is_file() and p.name.endswith(NIFTI_SUFFIXES) and not p.name.startswith(".")
+        if p.is_file() and p.name.lower().endswith(suffixes) and not p.name.startswith(".")
     }
 
 
 def _orphans(root: Path, listed: list[CaseFiles]) -> list[CaseFiles]:
-    referenced = {c.image for c in listed} | {c.label for c in listed}
+    referenced = {path for c in listed for path in (*c.channels, c.label) if path}
     orphans = []
     for folder, is_image in (("imagesTr", True), ("labelsTr", False)):
         for path in sorted(_files_on_disk(root, folder) - referenced):
@@ -94,14 +166,22 @@ def _orphans(root: Path, listed: list[CaseFiles]) -> list[CaseFiles]:
     return orphans
 
 
+def _int_keyed(mapping: dict) -> dict[int, str]:
+    try:
+        return {int(k): str(v) for k, v in mapping.items()}
+    except (TypeError, ValueError):
+        raise LayoutError(f"dataset.json: keys must be integers, got {sorted(mapping)}") from None
+
+
 def read_msd_dataset(root: Path) -> MsdDataset:
     """Parse dataset.json and the imagesTr/labelsTr folders below `root`."""
     data = _load_descriptor(root)
-    listed = _listed_cases(data["training"])
+    modality = _int_keyed(data["modality"] if isinstance(data.get("modality"), dict) else {})
+    listed = [_listed_case(root, i, entry, len(modality)) for i, entry in enumerate(data["training"])]
     return MsdDataset(
         root=root,
         name=str(data.get("name", root.name)),
-        labels={int(k): str(v) for k, v in data["labels"].items()},
-        modality={int(k): str(v) for k, v in data.get("modality", {}).items()},
+        labels=_int_keyed(data["labels"]),
+        modality=modality,
         cases=tuple(listed + _orphans(root, listed)),
     )

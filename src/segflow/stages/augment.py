@@ -14,13 +14,14 @@ from segflow.io import read_json, write_json
 from segflow.paths import Paths
 
 
-def preprocess_cases(data_root: Path, manifest: pd.DataFrame, kept: list[str], dest: Path) -> dict:
+def preprocess_cases(data_root: Path, manifest: pd.DataFrame, kept: list[str], dest: Path,
+                     label_map: dict[int, int] | None = None) -> dict:
     """Normalise each kept case once and store it; returns the cache index."""
     rows = manifest.drop_duplicates("case_id").set_index("case_id")
     index = {}
     for case_id in kept:
         row = rows.loc[case_id]
-        volume = load_case(data_root / row["image"], data_root / row["label"])
+        volume = load_case(data_root / row["image"], data_root / row["label"], label_map)
         save_volume(dest / f"{case_id}.npz", volume)
         index[case_id] = {"file": f"{case_id}.npz", "shape": list(volume.image.shape[1:]),
                           "spacing": [float(s) for s in json.loads(row["image_spacing"])]}
@@ -30,16 +31,19 @@ def preprocess_cases(data_root: Path, manifest: pd.DataFrame, kept: list[str], d
 def augmented_samples(params: Params, cache: Path, case_ids: list[str]) -> list:
     """Apply the training transforms to a few cached cases (seeded, so the preview is stable)."""
     from monai.data import set_track_meta
+    from monai.transforms import Compose
 
-    from segflow.transforms.three_d import build_train_transforms
+    from segflow.transforms import build_training_transforms
 
     set_track_meta(False)
-    transforms = build_train_transforms(params.augment)
+    cached, random = build_training_transforms(params.augment, params.model.spatial_dims)
+    transforms = Compose(cached + random)
     transforms.set_random_state(params.seed)
     samples = []
     for case_id in case_ids:
         volume = read_volume(cache / f"{case_id}.npz")
-        out = transforms({"image": volume.image, "label": volume.label})[0]
+        out = transforms({"image": volume.image, "label": volume.label})
+        out = out[0] if isinstance(out, list) else out  # 3D patch sampling returns a list
         samples.append((case_id, np.asarray(out["image"][0]), np.asarray(out["label"][0]).astype(np.uint8)))
     return samples
 
@@ -49,7 +53,8 @@ def main(params: Params, paths: Paths, tracker=None) -> dict:
 
     manifest = pd.read_csv(paths.manifest)
     kept = read_json(paths.validation_report)["kept"]
-    index = preprocess_cases(paths.root / params.data.root, manifest, kept, paths.preprocessed)
+    index = preprocess_cases(paths.root / params.data.root, manifest, kept, paths.preprocessed,
+                             params.data.label_map)
     write_json(paths.preprocessed / "index.json", {"normalisation": "zscore-per-case", "cases": index})
     samples = augmented_samples(params, paths.preprocessed, kept[: params.augment.preview_samples])
     plot_samples(samples, paths.augment_preview)

@@ -6,28 +6,55 @@ from pathlib import Path
 
 import pandas as pd
 
-from segflow.config import Params
+from segflow.config import DataConfig, Params
 from segflow.data.manifest import build_manifest
-from segflow.data.msd import read_msd_dataset
+from segflow.data.msd import MsdDataset, read_msd_dataset
 from segflow.data.splits import kfold_split
 from segflow.io import write_csv, write_json
 from segflow.paths import Paths
 
 
 def build_splits(manifest: pd.DataFrame, n_folds: int, seed: int) -> dict[str, int]:
-    """Folds over the listed case ids (orphans are not cases; duplicates split once)."""
-    listed = sorted(set(manifest.loc[manifest["listed"], "case_id"]))
-    return kfold_split(listed, n_folds, seed)
+    """Folds over the listed case ids (orphans are not cases; duplicated ids split once).
+
+    Cases with identical content are split as one group, so a duplicate never lands in two
+    folds (validation would rightly call that leakage and stop)."""
+    listed = manifest[manifest["listed"].astype(bool)].drop_duplicates("case_id")
+    hashes = listed["content_hash"].fillna("").astype(str).tolist()
+    first_with = {}  # content hash -> first case id holding it (names the group)
+    for case, digest in sorted(zip(listed["case_id"], hashes, strict=True)):
+        first_with.setdefault(digest or case, case)
+    group_of = {case: first_with[digest or case] for case, digest in zip(listed["case_id"], hashes, strict=True)}
+    group_folds = kfold_split(sorted(set(group_of.values())), n_folds, seed)
+    return {case: group_folds[group] for case, group in sorted(group_of.items())}
+
+
+def read_dataset(cfg: DataConfig, root: Path) -> MsdDataset:
+    """The delivery in its layout; for 2D folders the declared labels are the raw mask values."""
+    if cfg.layout == "msd":
+        return read_msd_dataset(root)
+    from segflow.data.folders2d import read_folder_dataset
+
+    mapping = cfg.label_map or {k: k for k in cfg.labels}
+    raw_names = {raw: cfg.labels[target] for raw, target in mapping.items()}
+    return read_folder_dataset(root, image_dir=cfg.image_dir, label_dir=cfg.label_dir, labels=raw_names)
+
+
+def class_labels(cfg: DataConfig, dataset: MsdDataset) -> dict[str, str]:
+    """Class index -> name as the network sees them (after any label_map)."""
+    labels = cfg.labels if cfg.layout == "folders2d" else dataset.labels
+    return {str(k): v for k, v in sorted(labels.items())}
 
 
 def run(params: Params, paths: Paths) -> tuple[pd.DataFrame, dict]:
-    dataset = read_msd_dataset(paths.root / params.data.root)
+    dataset = read_dataset(params.data, paths.root / params.data.root)
     manifest = build_manifest(dataset)
     splits = {
         "n_folds": params.split.n_folds,
         "seed": params.split.seed,
         "dataset": dataset.name,
-        "labels": {str(k): v for k, v in dataset.labels.items()},
+        "labels": class_labels(params.data, dataset),
+        "label_values": sorted(int(k) for k in dataset.labels),
         "modality": {str(k): v for k, v in dataset.modality.items()},
         "folds": build_splits(manifest, params.split.n_folds, params.split.seed),
     }

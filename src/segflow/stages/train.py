@@ -67,7 +67,7 @@ class Trainer:
         from monai.data import set_track_meta
         from monai.losses import DiceCELoss
 
-        from segflow.transforms.three_d import build_cached_transforms, build_random_transforms
+        from segflow.transforms import build_training_transforms
 
         set_track_meta(False)
         self.params, self.paths, self.tracker = params, paths, tracker
@@ -83,9 +83,9 @@ class Trainer:
         self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
         self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)
-        self.loader = T.build_loader(T.load_volumes(paths.preprocessed, train_ids),
-                                     build_cached_transforms(params.augment),
-                                     build_random_transforms(params.augment), cfg.batch_size)
+        cached, random = build_training_transforms(params.augment, params.model.spatial_dims)
+        self.loader = T.build_loader(T.load_volumes(paths.preprocessed, train_ids), cached, random,
+                                     cfg.batch_size)
         self.val_items = T.load_volumes(paths.preprocessed, val_ids)
         self.checkpoint = paths.checkpoints / "last.pt"
         self.state = (T.resume_checkpoint(self.checkpoint, self.fingerprint, self.net, self.optimizer, self.scaler)
@@ -134,6 +134,7 @@ class Trainer:
                            patch_size=list(self.params.augment.patch_size), labels=self.labels,
                            state_dict=self.net.state_dict(),
                            info={"epochs": self.state.epoch, "fold": self.params.split.fold,
+                                 "label_map": {str(k): v for k, v in (self.params.data.label_map or {}).items()},
                                  "val_dice_mean": final.get("val_dice_mean"), "fingerprint": self.fingerprint})
 
 

@@ -1,0 +1,217 @@
+"""Run the data contracts and turn their outcome into a decision, a one-screen summary, a JSON
+report, Data Docs and a findings table.
+
+The validate stage (manifest from ingest) and `segflow validate` (a new delivery, folder or
+archive, no pipeline) both go through here, so one delivery gets the same findings either way.
+"""
+
+from __future__ import annotations
+
+import tarfile
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from segflow.config import PARAMS_FILE, ValidateConfig, load_params
+from segflow.contracts import ContractResult, check_manifest
+from segflow.data_docs import docs_context, write_data_docs
+from segflow.errors import SegflowError
+from segflow.io import write_json
+
+LAYOUTS = ("auto", "msd")
+FINDING_COLUMNS = ["case_id", "file", "rule", "severity", "message"]
+SUMMARY_CASES = 8  # quarantined cases listed by name in the summary; the rest are counted
+
+
+class UnusableInput(SegflowError):
+    """The delivery cannot be validated at all (missing, unreadable, unsafe): exit code 2."""
+
+    exit_code = 2
+
+    def __init__(self, path: Path | str, rule: str, reason: str):
+        self.path, self.rule = Path(path), rule
+        super().__init__(f"cannot validate {path} [{rule}]: {reason}")
+
+
+@dataclass(frozen=True)
+class Validation:
+    """The contracts' verdict on a manifest, with the GX context that holds its suites and
+    results (for Data Docs)."""
+
+    result: ContractResult
+    gx_context: Any
+
+
+@dataclass(frozen=True)
+class DeliveryVerdict:
+    exit_code: int
+    summary: str
+    report: Path
+
+
+# --- checks --------------------------------------------------------------------------------
+
+
+def run_checks(manifest: pd.DataFrame, declared_labels: list[int], max_dim: int, min_cases: int,
+               **options) -> Validation:
+    """`check_manifest` in a GX context of our own, kept so Data Docs show exactly this run.
+    `options` are `check_manifest`'s keyword arguments (folds, tolerances, outlier_z, ...)."""
+    context = docs_context()
+    result = check_manifest(manifest, declared_labels, max_dim, min_cases, context=context, **options)
+    return Validation(result, context)
+
+
+def write_docs(checked: Validation, dest: Path, headline: str) -> Path:
+    """Data Docs of a validation (see `segflow.data_docs`); returns their index.html."""
+    findings = findings_frame(checked.result).to_dict("records")
+    return write_data_docs(checked.gx_context, checked.result.gx_results, findings, dest, headline)
+
+
+# --- decision, summary, report ---------------------------------------------------------------
+
+
+def warnings_of(result: ContractResult) -> list:
+    return [f for f in result.findings if f.severity == "warning"]
+
+
+def stop_reasons(result: ContractResult, *, stop_on_quarantine: bool, stop_on_warning: bool = False) -> list[str]:
+    """Why this outcome must stop (empty: go on). Dataset-level errors always stop."""
+    reasons = []
+    if result.dataset_errors:
+        reasons.append(f"{len(result.dataset_errors)} dataset-level error(s)")
+    if stop_on_quarantine and result.quarantined:
+        reasons.append(f"{len(result.quarantined)} case(s) quarantined")
+    if stop_on_warning and warnings_of(result):
+        reasons.append(f"{len(warnings_of(result))} warning(s), and warnings fail in strict mode")
+    return reasons
+
+
+def summary(result: ContractResult, reasons: list[str]) -> str:
+    """One screen: the verdict, findings per rule, the quarantined cases, dataset-level errors."""
+    verdict = f"FAILED: {'; '.join(reasons)}" if reasons else "OK"
+    lines = [f"validate: {len(result.kept)} cases kept, {len(result.quarantined)} quarantined, "
+             f"{len(result.dataset_errors)} dataset-level errors -> {verdict}"]
+    counts: dict[tuple[str, str], int] = {}
+    for f in result.findings:
+        counts[(f.rule, f.severity)] = counts.get((f.rule, f.severity), 0) + 1
+    if counts:
+        lines.append("findings by rule:")
+        lines += [f"  {rule:<24} {severity:<8} {n}" for (rule, severity), n in counts.items()]
+    if result.quarantined:
+        lines.append("quarantined:")
+        shown = list(result.quarantined.items())[:SUMMARY_CASES]
+        lines += [f"  {case}: {reasons_[0]}" + (f" (+{len(reasons_) - 1} more)" if len(reasons_) > 1 else "")
+                  for case, reasons_ in shown]
+        if len(result.quarantined) > len(shown):
+            lines.append(f"  ... and {len(result.quarantined) - len(shown)} more cases (see the report)")
+    lines += [f"ERROR {f.rule}: {f.message}" for f in result.dataset_errors]
+    return "\n".join(lines)
+
+
+def build_report(result: ContractResult, reasons: list[str], strict: bool, source: Path | None = None) -> dict:
+    """The contracts' report plus the decision taken on it (and the delivery it judged)."""
+    report = result.to_report()
+    report["decision"] = {"stop": bool(reasons), "reasons": reasons, "strict": strict}
+    if source is not None:
+        report["source"] = str(source)
+    return report
+
+
+def findings_frame(result: ContractResult) -> pd.DataFrame:
+    """All findings as a table (one row each), e.g. for the W&B findings table."""
+    rows = [{k: v for k, v in asdict(f).items() if k in FINDING_COLUMNS} for f in result.findings]
+    return pd.DataFrame(rows, columns=FINDING_COLUMNS)
+
+
+# --- a delivery outside the pipeline ---------------------------------------------------------
+
+
+def validate_delivery(data: Path, report: Path, *, layout: str = "auto", min_cases: int | None = None,
+                      max_dim: int | None = None, strict: bool = False) -> DeliveryVerdict:
+    """Validate the delivery at `data` (folder or archive) and write the JSON report to `report`.
+
+    Exit code 0 when nothing is wrong, 1 when a case is quarantined or the delivery has a
+    dataset-level error (with `strict`, also on any warning). Raises `UnusableInput` when the
+    delivery cannot be read at all. Limits not given come from `delivery_limits`.
+    """
+    from segflow.data.manifest import build_manifest
+
+    min_cases, max_dim = delivery_limits(min_cases, max_dim)
+    with opened_delivery(Path(data)) as root:
+        dataset = read_delivery(root, layout, shown=Path(data))
+        checked = run_checks(build_manifest(dataset), sorted(dataset.labels), max_dim, min_cases)
+    reasons = stop_reasons(checked.result, stop_on_quarantine=True, stop_on_warning=strict)
+    write_json(report, build_report(checked.result, reasons, strict, source=Path(data).resolve()))
+    return DeliveryVerdict(1 if reasons else 0, summary(checked.result, reasons), Path(report))
+
+
+def delivery_limits(min_cases: int | None, max_dim: int | None, start: Path | None = None) -> tuple[int, int]:
+    """(min_cases, max_dim): given values win, then params.yaml's `validate` section when run
+    inside a segflow project, then `ValidateConfig`'s defaults."""
+    from segflow.env import PROJECT_MARKERS, find_project_root
+
+    root = find_project_root(start)
+    if all((root / marker).is_file() for marker in PROJECT_MARKERS):
+        cfg = load_params(root / PARAMS_FILE).validate_
+        base = cfg.min_cases, cfg.max_dim
+    else:
+        fields = ValidateConfig.model_fields
+        base = fields["min_cases"].default, fields["max_dim"].default
+    return (base[0] if min_cases is None else min_cases), (base[1] if max_dim is None else max_dim)
+
+
+@contextmanager
+def opened_delivery(data: Path) -> Iterator[Path]:
+    """The delivery's dataset folder: `data` itself, or the one folder holding a dataset.json
+    inside the archive `data`, safely extracted to a temporary folder for the block."""
+    if data.is_dir():
+        yield data
+        return
+    if not data.exists():
+        raise UnusableInput(data, "data_exists", "no such file or folder")
+    with tempfile.TemporaryDirectory(prefix="segflow-delivery-") as tmp:
+        yield _extract_delivery(data, Path(tmp))
+
+
+def _is_archive(path: Path) -> bool:
+    try:
+        return zipfile.is_zipfile(path) or tarfile.is_tarfile(path)
+    except OSError:
+        return False
+
+
+def _extract_delivery(archive: Path, dest: Path) -> Path:
+    from segflow.data.acquire import AcquireError, find_dataset_folder, safe_extract
+
+    if not _is_archive(archive):
+        raise UnusableInput(archive, "archive_readable", "not a readable tar, tar.gz or zip archive")
+    try:
+        safe_extract(archive, dest)
+    except AcquireError as exc:  # a cause means the archive broke; none means a member was refused
+        rule = "archive_readable" if exc.__cause__ is not None else "archive_members_safe"
+        raise UnusableInput(archive, rule, str(exc)) from None
+    try:
+        return find_dataset_folder(dest, str(archive))
+    except AcquireError as exc:
+        raise UnusableInput(archive, "dataset_json", str(exc)) from None
+
+
+def read_delivery(root: Path, layout: str, shown: Path):
+    """Read the dataset folder `root`; `shown` names the delivery in messages (the archive, when
+    `root` is a temporary extraction). "auto" reads MSD, the one layout that needs no params
+    (2D folders need params.yaml's label mapping)."""
+    from segflow.data.msd import LayoutError, read_msd_dataset
+
+    if layout not in LAYOUTS:
+        raise UnusableInput(shown, "layout", f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+    try:
+        return read_msd_dataset(root)
+    except LayoutError as exc:
+        reason = str(exc).replace(str(root), str(shown) if shown.is_dir() else f"{shown}!{root.name}")
+        raise UnusableInput(shown, "dataset_json", reason) from None
