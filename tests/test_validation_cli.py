@@ -158,3 +158,34 @@ def test_limits_default_to_params_inside_a_project_else_to_the_config_defaults(t
 
     assert delivery_limits(None, None, start=tmp_path) == ((37, 99) if inside_project else (10, 1024))
     assert delivery_limits(3, None, start=tmp_path)[0] == 3
+
+
+def write_folder_delivery(root: Path, n: int = 10, bad_value_case: str | None = None) -> Path:
+    """2D image/mask PNG pairs as ISBI delivers them (masks {0, 255})."""
+    import cv2
+
+    for folder in ("image", "label"):
+        (root / "train" / folder).mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        mask = np.where(rng.random((32, 32)) > 0.3, 255, 0).astype(np.uint8)
+        if str(i) == bad_value_case:
+            mask[0, 0] = 7
+        cv2.imwrite(str(root / "train/image" / f"{i}.png"), (mask // 2 + 20).astype(np.uint8))
+        cv2.imwrite(str(root / "train/label" / f"{i}.png"), mask)
+    return root
+
+
+def test_2d_folder_delivery_is_validated_with_its_mask_values(tmp_path):
+    data = write_folder_delivery(tmp_path / "isbi", bad_value_case="3")
+    done = segflow_validate(tmp_path, data, tmp_path / "report.json", "--mask-values", "0,255")
+    assert done.returncode == 1, done.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert list(report["quarantined"]) == ["3"] and report["n_kept"] == 9
+    assert any(f["rule"] == "label_values_declared" and f["case_id"] == "3" for f in report["findings"])
+
+
+def test_2d_folder_delivery_without_mask_values_is_unusable(tmp_path):
+    data = write_folder_delivery(tmp_path / "isbi")
+    done = segflow_validate(tmp_path, data, tmp_path / "report.json")
+    assert_unusable(done, data, "mask_values")

@@ -54,7 +54,10 @@ def stage(name: Annotated[str, typer.Argument(help="ingest|validate|augment|trai
 def validate(
     data: Annotated[Path, typer.Option(help="the delivery: an MSD folder, or a .tar/.tar.gz/.zip of one")],
     report: Annotated[Path, typer.Option(help="where to write the JSON report")],
-    layout: Annotated[str, typer.Option(help="msd | auto (auto: detect; MSD is the one layout read so far)")] = "auto",
+    layout: Annotated[str, typer.Option(help="auto | msd | folders2d (auto: dataset.json -> msd, else 2D folders)")] = "auto",
+    mask_values: Annotated[str, typer.Option(help="folders2d: raw mask values allowed, e.g. 0,255")] = "",
+    image_dir: Annotated[str, typer.Option(help="folders2d: image folder below --data")] = "train/image",
+    label_dir: Annotated[str, typer.Option(help="folders2d: mask folder below --data")] = "train/label",
     min_cases: Annotated[int | None, typer.Option(min=1, help="default: params.yaml validate.min_cases")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="warnings fail too")] = False,
 ) -> None:
@@ -65,10 +68,13 @@ def validate(
     Exit 2: the delivery cannot be read (missing, not an archive, unsafe member, no dataset.json).
     """
     from segflow.config import ConfigError
-    from segflow.validation import UnusableInput, validate_delivery
+    from segflow.validation import FolderLayout, UnusableInput, validate_delivery
 
     try:
-        verdict = validate_delivery(data, report, layout=layout, min_cases=min_cases, strict=strict)
+        values = tuple(int(v) for v in mask_values.split(",") if v.strip())
+        folders = FolderLayout(image_dir, label_dir, values)
+        verdict = validate_delivery(data, report, layout=layout, min_cases=min_cases, strict=strict,
+                                    folders=folders)
     except (UnusableInput, ConfigError) as exc:
         _fail(str(exc), code=2)
     except _user_errors() as exc:

@@ -24,7 +24,7 @@ from segflow.data_docs import docs_context, write_data_docs
 from segflow.errors import SegflowError
 from segflow.io import write_json
 
-LAYOUTS = ("auto", "msd")
+LAYOUTS = ("auto", "msd", "folders2d")
 FINDING_COLUMNS = ["case_id", "file", "rule", "severity", "message"]
 SUMMARY_CASES = 8  # quarantined cases listed by name in the summary; the rest are counted
 
@@ -133,7 +133,8 @@ def findings_frame(result: ContractResult) -> pd.DataFrame:
 
 
 def validate_delivery(data: Path, report: Path, *, layout: str = "auto", min_cases: int | None = None,
-                      max_dim: int | None = None, strict: bool = False) -> DeliveryVerdict:
+                      max_dim: int | None = None, strict: bool = False,
+                      folders: FolderLayout | None = None) -> DeliveryVerdict:
     """Validate the delivery at `data` (folder or archive) and write the JSON report to `report`.
 
     Exit code 0 when nothing is wrong, 1 when a case is quarantined or the delivery has a
@@ -143,8 +144,9 @@ def validate_delivery(data: Path, report: Path, *, layout: str = "auto", min_cas
     from segflow.data.manifest import build_manifest
 
     min_cases, max_dim = delivery_limits(min_cases, max_dim)
-    with opened_delivery(Path(data)) as root:
-        dataset = read_delivery(root, layout, shown=Path(data))
+    folders = folders or FolderLayout()
+    with opened_delivery(Path(data), marker_for(layout, folders)) as root:
+        dataset = read_delivery(root, layout, shown=Path(data), folders=folders)
         checked = run_checks(build_manifest(dataset), sorted(dataset.labels), max_dim, min_cases)
     reasons = stop_reasons(checked.result, stop_on_quarantine=True, stop_on_warning=strict)
     write_json(report, build_report(checked.result, reasons, strict, source=Path(data).resolve()))
@@ -166,17 +168,31 @@ def delivery_limits(min_cases: int | None, max_dim: int | None, start: Path | No
     return (base[0] if min_cases is None else min_cases), (base[1] if max_dim is None else max_dim)
 
 
+@dataclass(frozen=True)
+class FolderLayout:
+    """Where a 2D folder delivery keeps its pairs, and the raw mask values it may hold."""
+
+    image_dir: str = "train/image"
+    label_dir: str = "train/label"
+    mask_values: tuple[int, ...] = ()
+
+
+def marker_for(layout: str, folders: FolderLayout) -> str:
+    """The path that marks the dataset folder inside an archive."""
+    return folders.image_dir if layout == "folders2d" else "dataset.json"
+
+
 @contextmanager
-def opened_delivery(data: Path) -> Iterator[Path]:
-    """The delivery's dataset folder: `data` itself, or the one folder holding a dataset.json
-    inside the archive `data`, safely extracted to a temporary folder for the block."""
+def opened_delivery(data: Path, marker: str = "dataset.json") -> Iterator[Path]:
+    """The delivery's dataset folder: `data` itself, or the one folder holding `marker` inside
+    the archive `data`, safely extracted to a temporary folder for the block."""
     if data.is_dir():
         yield data
         return
     if not data.exists():
         raise UnusableInput(data, "data_exists", "no such file or folder")
     with tempfile.TemporaryDirectory(prefix="segflow-delivery-") as tmp:
-        yield _extract_delivery(data, Path(tmp))
+        yield _extract_delivery(data, Path(tmp), marker)
 
 
 def _is_archive(path: Path) -> bool:
@@ -186,7 +202,7 @@ def _is_archive(path: Path) -> bool:
         return False
 
 
-def _extract_delivery(archive: Path, dest: Path) -> Path:
+def _extract_delivery(archive: Path, dest: Path, marker: str) -> Path:
     from segflow.data.acquire import AcquireError, find_dataset_folder, safe_extract
 
     if not _is_archive(archive):
@@ -197,21 +213,37 @@ def _extract_delivery(archive: Path, dest: Path) -> Path:
         rule = "archive_readable" if exc.__cause__ is not None else "archive_members_safe"
         raise UnusableInput(archive, rule, str(exc)) from None
     try:
-        return find_dataset_folder(dest, str(archive))
+        return find_dataset_folder(dest, str(archive), marker)
     except AcquireError as exc:
         raise UnusableInput(archive, "dataset_json", str(exc)) from None
 
 
-def read_delivery(root: Path, layout: str, shown: Path):
+def read_delivery(root: Path, layout: str, shown: Path, folders: FolderLayout | None = None):
     """Read the dataset folder `root`; `shown` names the delivery in messages (the archive, when
-    `root` is a temporary extraction). "auto" reads MSD, the one layout that needs no params
-    (2D folders need params.yaml's label mapping)."""
+    `root` is a temporary extraction). "auto" reads MSD when there is a dataset.json, else 2D
+    folders when `folders.image_dir` exists."""
     from segflow.data.msd import LayoutError, read_msd_dataset
 
+    folders = folders or FolderLayout()
     if layout not in LAYOUTS:
         raise UnusableInput(shown, "layout", f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+    if layout == "folders2d" or (layout == "auto" and not (root / "dataset.json").exists()
+                                 and (root / folders.image_dir).is_dir()):
+        return read_folder_delivery(root, shown, folders)
     try:
         return read_msd_dataset(root)
     except LayoutError as exc:
         reason = str(exc).replace(str(root), str(shown) if shown.is_dir() else f"{shown}!{root.name}")
         raise UnusableInput(shown, "dataset_json", reason) from None
+
+
+def read_folder_delivery(root: Path, shown: Path, folders: FolderLayout):
+    """A 2D image/mask folder delivery; its mask values must be given (no dataset.json says them)."""
+    from segflow.data.folders2d import read_folder_dataset
+
+    if not folders.mask_values:
+        raise UnusableInput(shown, "mask_values", "a 2D folder delivery needs --mask-values (e.g. 0,255)")
+    if not (root / folders.image_dir).is_dir():
+        raise UnusableInput(shown, "layout", f"no {folders.image_dir} folder for a 2D folder delivery")
+    labels = {value: str(value) for value in folders.mask_values}
+    return read_folder_dataset(root, image_dir=folders.image_dir, label_dir=folders.label_dir, labels=labels)
