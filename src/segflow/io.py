@@ -7,6 +7,7 @@ output for DVC (or a person) to pick up.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -56,3 +57,12 @@ def write_csv(dest: Path | str, frame) -> None:
     """Write a pandas DataFrame as CSV atomically."""
     with atomic_open(dest) as handle:
         frame.to_csv(handle, index=False)
+
+
+def file_hash(path: Path | str, algorithm: str = "sha256") -> str:
+    """Hex digest of a file, read in 1 MiB blocks so large files need little memory."""
+    digest = hashlib.new(algorithm, usedforsecurity=False)
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()

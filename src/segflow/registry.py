@@ -8,28 +8,19 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import shutil
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from segflow.io import read_json, write_json, write_text
+from segflow.io import file_hash, read_json, write_json, write_text
 
 CHAMPION = "champion"
 
 
 class RegistryError(LookupError):
     """A model reference that the registry cannot resolve."""
-
-
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class Registry:
@@ -60,7 +51,7 @@ class Registry:
 
     def add(self, model_file: Path, entry: dict, files: dict[str, str], promote: bool) -> str:
         """Copy the model and its records into a new entry; make it champion if `promote`."""
-        digest = file_digest(model_file)
+        digest = file_hash(model_file)
         model_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{digest[:8]}-{uuid.uuid4().hex[:6]}"
         folder = self.model_dir(model_id)
         staging = folder.with_name(f".{model_id}.partial")

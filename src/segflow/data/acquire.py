@@ -8,7 +8,6 @@ of `root` first and is renamed into place, so an interrupted run never leaves a 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import sys
@@ -23,6 +22,7 @@ from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from segflow.config import DataConfig
+from segflow.io import file_hash
 
 MARKER = "dataset.json"
 CHUNK_BYTES = 1 << 20
@@ -201,11 +201,7 @@ def _progress_line(url: str, done: int, total: int) -> str:
 
 def md5sum(path: Path) -> str:
     """Hex md5 of a file, read in chunks so large archives need little memory."""
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return file_hash(path, "md5")
 
 
 def _verify_md5(archive: Path, url: str, expected: str | None) -> str:

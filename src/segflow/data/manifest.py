@@ -24,6 +24,7 @@ import pandas as pd
 
 from segflow.data.formats import format_from_name, is_planar, sniff_format
 from segflow.data.msd import CaseFiles, MsdDataset, confined_path
+from segflow.io import file_hash
 
 PERCENTILES = {"intensity_p0_5": 0.5, "intensity_p50": 50.0, "intensity_p99_5": 99.5}
 LEADING_COLUMNS = ["case_id", "listed", "image", "label", "image_exists", "label_exists"]
@@ -117,11 +118,7 @@ def _voxel_digest(array: np.ndarray) -> bytes:
 
 
 def _raw_digest(path: Path) -> bytes:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.digest()
+    return bytes.fromhex(file_hash(path))
 
 
 def _json(values) -> str:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from segflow.data import formats
+
 
 @dataclass(frozen=True)
 class Volume:
@@ -40,11 +42,9 @@ def to_label(array: np.ndarray, label_map: dict[int, int] | None = None) -> np.n
     return labels.astype(np.uint8)
 
 
-PLANAR_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
-
-
 def is_planar(path: Path) -> bool:
-    return path.name.lower().endswith(PLANAR_SUFFIXES)
+    """PNG/TIF: a 2D image file (see segflow.data.formats)."""
+    return formats.is_planar(Path(path).name)
 
 
 def load_planar(path: Path) -> tuple[np.ndarray, np.ndarray]:
