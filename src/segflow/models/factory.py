@@ -2,6 +2,10 @@
 
 params.yaml `model:` keys are passed straight to the MONAI class, so its documentation is
 ours; unknown or missing arguments fail at once with a ValueError naming them.
+
+Every network built here follows one output contract: in eval mode a tensor (B, C, *spatial);
+in training mode with deep supervision a tensor (B, 1 + heads, C, *spatial), main head first,
+as MONAI's DynUNet returns it (BasicUNetPlusPlus, which returns a list, is adapted to it).
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ NETWORKS = {
     "UNETR": "monai.networks.nets.UNETR",
     "SwinUNETR": "monai.networks.nets.SwinUNETR",
 }
+# Networks with extra output heads (deep supervision), switched on by MONAI's `deep_supervision` arg.
+DEEP_SUPERVISION = ("DynUNet", "BasicUNetPlusPlus")
 
 
 def network_class(name: str) -> type:
@@ -52,6 +58,28 @@ def build_network(name: str, args: dict):
     cls = network_class(name)
     check_arguments(name, cls, args)
     try:
-        return cls(**args)
+        net = cls(**args)
     except (TypeError, ValueError, AssertionError) as exc:
         raise ValueError(f"model: {name}{args} cannot be built: {exc}") from None
+    if name == "BasicUNetPlusPlus":
+        net.register_forward_hook(heads_as_tensor)
+    return net
+
+
+def supports_deep_supervision(name: str, args: dict) -> bool:
+    """True when network `name` built from `args` returns deep-supervision heads in training mode."""
+    return name in DEEP_SUPERVISION and bool(args.get("deep_supervision", False))
+
+
+def heads_as_tensor(module, inputs, output):
+    """Forward hook giving BasicUNetPlusPlus DynUNet's output contract.
+
+    MONAI's BasicUNetPlusPlus always returns a list of full-size heads, shallowest first (only the
+    last with `deep_supervision: false`), which neither a loss nor sliding-window inference takes.
+    A hook, not a subclass, so the class and the state_dict keys stay MONAI's.
+    """
+    if module.training and module.deep_supervision:
+        import torch
+
+        return torch.stack(output[::-1], dim=1)
+    return output[-1]

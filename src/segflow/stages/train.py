@@ -14,6 +14,7 @@ from segflow.inference import pick_device
 from segflow.io import read_json, write_csv, write_json
 from segflow.models.bundle import ModelBundle, save_bundle
 from segflow.models.factory import build_network
+from segflow.models.losses import build_loss
 from segflow import training as T
 from segflow.paths import Paths
 
@@ -65,7 +66,6 @@ class Trainer:
 
     def __init__(self, params: Params, paths: Paths, tracker=None):
         from monai.data import set_track_meta
-        from monai.losses import DiceCELoss
 
         from segflow.transforms import build_training_transforms
 
@@ -80,7 +80,7 @@ class Trainer:
         self.fingerprint = fingerprint(params, train_ids)
         torch.manual_seed(params.seed)
         self.net = build_network(params.model.name, params.model.network_args()).to(self.device)
-        self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+        self.loss_fn = build_loss(params.model)
         self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)
         cached, random = build_training_transforms(params.augment, params.model.spatial_dims)

@@ -1,0 +1,41 @@
+"""The training loss for a model config: Dice + cross-entropy, summed over heads under deep supervision."""
+
+from __future__ import annotations
+
+import torch
+
+from segflow.models.factory import supports_deep_supervision
+
+
+class StackedHeadsLoss(torch.nn.Module):
+    """MONAI's DeepSupervisionLoss fed from a stacked output (B, heads, C, *spatial), main head first.
+
+    DynUNet (and BasicUNetPlusPlus through the factory) return their heads stacked along dim 1 in
+    training mode; DeepSupervisionLoss wants a list. A plain (B, C, *spatial) output, as in eval
+    mode, gets the main loss alone. Head weights halve per level (MONAI's "exp" mode: 1, 0.5, ...).
+    """
+
+    def __init__(self, loss: torch.nn.Module):
+        from monai.losses import DeepSupervisionLoss
+
+        super().__init__()
+        self.deep_supervision = DeepSupervisionLoss(loss, weight_mode="exp")
+
+    def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if output.ndim == target.ndim + 1:
+            return self.deep_supervision(list(torch.unbind(output, dim=1)), target)
+        return self.deep_supervision(output, target)
+
+
+def build_loss(model_cfg) -> torch.nn.Module:
+    """DiceCELoss on one-hot labels and softmax logits; wrapped per head where the network has them.
+
+    Args:
+        model_cfg: the `model:` section (name plus MONAI constructor arguments).
+    """
+    from monai.losses import DiceCELoss
+
+    loss = DiceCELoss(to_onehot_y=True, softmax=True)
+    if supports_deep_supervision(model_cfg.name, model_cfg.network_args()):
+        return StackedHeadsLoss(loss)
+    return loss
