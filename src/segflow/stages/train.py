@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -11,7 +12,7 @@ from segflow.config import Params
 from segflow.data.splits import fold_cases
 from segflow.errors import StageFailed
 from segflow.inference import pick_device
-from segflow.io import read_json, write_csv, write_json
+from segflow.io import file_hash, read_json, write_csv, write_json
 from segflow.models.bundle import ModelBundle, save_bundle
 from segflow.models.factory import build_network
 from segflow.models.losses import build_loss
@@ -38,9 +39,24 @@ def class_names(paths: Paths, params: Params) -> dict[str, str]:
     return labels
 
 
-def fingerprint(params: Params, train_ids: list[str]) -> str:
+TRAINING_CODE = ("training.py", "inference.py", "stages/train.py", "models", "transforms")
+
+
+def code_digest() -> dict[str, str]:
+    """Hashes of the code that shapes the weights, so a checkpoint is never resumed across a change."""
+    import segflow
+
+    package = Path(segflow.__file__).parent
+    files = sorted(f for name in TRAINING_CODE for f in ([package / name] if (package / name).is_file()
+                                                         else (package / name).glob("*.py")))
+    return {f.relative_to(package).as_posix(): file_hash(f) for f in files}
+
+
+def fingerprint(params: Params, paths: Paths, train_ids: list[str]) -> str:
+    """Everything a resumed run must share with the interrupted one: params, code and cached data."""
+    data = {case: file_hash(paths.preprocessed / f"{case}.npz") for case in train_ids}
     return T.config_fingerprint(params.seed, params.model.model_dump(), params.train.model_dump(),
-                                params.augment.model_dump(), train_ids)
+                                params.augment.model_dump(), data, code_digest())
 
 
 def epoch_record(epoch: int, loss: float, lr: float, seconds: float, val: list[float] | None,
@@ -77,7 +93,7 @@ class Trainer:
         self.amp = cfg.amp and self.device.type == "cuda"
         self.labels = class_names(paths, params)
         train_ids, val_ids = split_cases(paths, params)
-        self.fingerprint = fingerprint(params, train_ids)
+        self.fingerprint = fingerprint(params, paths, train_ids)
         torch.manual_seed(params.seed)
         self.net = build_network(params.model.name, params.model.network_args()).to(self.device)
         self.loss_fn = build_loss(params.model)
