@@ -1,6 +1,6 @@
 """Great-expectations Data Docs that open offline, written atomically.
 
-The contracts validate in a fresh ephemeral GX context (`docs_context`), whose stores then hold
+The contracts validate in a fresh ephemeral GX context (`contracts.gx_context`), whose stores then hold
 exactly this run's suites and results. GX's pages load bootstrap, jQuery, bootstrap-table and
 Font Awesome from CDNs, and its index fills its table with JavaScript, so offline it is blank.
 `write_data_docs` therefore
@@ -62,18 +62,6 @@ SRI_ATTRIBUTES = re.compile(r'\s+(?:integrity="[^"]*"|crossorigin="[^"]*")')
 STATIC_LINK = re.compile(r'\b(src|href)="(?:\./|(?:\.\./)+)?static/')
 _EXTERNAL_TAG = re.compile(r"<(?:script|link|img|iframe|source)\b[^>]*?\b(?:src|href)\s*=\s*[\"']((?:https?:)?//[^\"']+)", re.I)
 _EXTERNAL_CSS = re.compile(r"url\(\s*[\"']?((?:https?:)?//[^)\"']+)", re.I)
-
-
-def docs_context():
-    """A fresh, quiet ephemeral GX context: pass it to `check_manifest(context=...)` so its stores
-    keep the run's suites and results, then hand it to `write_data_docs`."""
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    logging.getLogger("great_expectations").setLevel(logging.ERROR)
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    return context
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ from typing import Any
 import pandas as pd
 
 from segflow.config import PARAMS_FILE, ValidateConfig, load_params
-from segflow.contracts import ContractResult, check_manifest
-from segflow.data_docs import docs_context, write_data_docs
+from segflow.contracts import ContractResult, check_manifest, gx_context
+from segflow.data_docs import write_data_docs
 from segflow.errors import SegflowError
 from segflow.io import write_json
 
@@ -62,7 +62,7 @@ def run_checks(manifest: pd.DataFrame, declared_labels: list[int], max_dim: int,
                **options) -> Validation:
     """`check_manifest` in a GX context of our own, kept so Data Docs show exactly this run.
     `options` are `check_manifest`'s keyword arguments (folds, tolerances, outlier_z, ...)."""
-    context = docs_context()
+    context = gx_context()
     result = check_manifest(manifest, declared_labels, max_dim, min_cases, context=context, **options)
     return Validation(result, context)
 
