@@ -58,6 +58,17 @@ def project_env(tmp_path_factory):
             os.environ[key] = value
 
 
+def save_nifti(path: Path, array, spacing=(1.0, 1.0, 1.0)) -> None:
+    """A NIfTI file with the array's own dtype and a diagonal (spacing) affine."""
+    import nibabel as nib
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = nib.Nifti1Image(array, np.diag([*spacing, 1.0]))
+    image.header.set_data_dtype(array.dtype)
+    nib.save(image, str(path))
+
+
 def merge(base: dict, overrides: dict) -> dict:
     out = dict(base)
     for key, value in overrides.items():

@@ -9,6 +9,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from conftest import save_nifti
+
 from segflow.contracts import (
     MIN_OUTLIER_POPULATION,
     affine_difference,
@@ -25,13 +27,6 @@ SHAPE = (6, 7, 5)
 DECLARED = [0, 1, 2]
 MAX_DIM = 16
 GOOD = [f"good_{i:02d}" for i in range(10)]
-
-
-def save_nifti(path: Path, array: np.ndarray, spacing=(1.0, 1.0, 1.0)) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image = nib.Nifti1Image(array, np.diag([*spacing, 1.0]))
-    image.header.set_data_dtype(array.dtype)
-    nib.save(image, str(path))
 
 
 def image(shape=SHAPE, seed=0) -> np.ndarray:

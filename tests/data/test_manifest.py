@@ -12,19 +12,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import save_nifti
+
 from segflow.data.formats import format_from_name, sniff_bytes
 from segflow.data.manifest import MANIFEST_COLUMNS, build_manifest
 from segflow.data.msd import CaseFiles, MsdDataset, read_msd_dataset
 
 REAL = Path("/work/shared/datasets/Task04_Hippocampus")
 SHAPE = (6, 7, 5)
-
-
-def save_nifti(path: Path, array: np.ndarray, spacing=(1.0, 1.0, 1.0)) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image = nib.Nifti1Image(array, np.diag([*spacing, 1.0]))
-    image.header.set_data_dtype(array.dtype)
-    nib.save(image, str(path))
 
 
 def image_array(shape=SHAPE) -> np.ndarray:
