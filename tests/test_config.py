@@ -42,7 +42,7 @@ def test_repo_params_load_with_the_values_in_the_file(raw_params):
     assert params.train.lr == raw_params["train"]["lr"]
     assert params.split.n_folds == raw_params["split"]["n_folds"]
     assert params.augment.patch_size == raw_params["augment"]["patch_size"]
-    assert len(params.augment.patch_size) == params.model.spatial_dims
+    assert params.split.folds == raw_params["split"]["folds"]
 
 
 def test_validate_and_register_sections_are_reachable_with_trailing_underscore(raw_params):
@@ -72,15 +72,30 @@ def test_bad_value_names_file_and_dotted_key(tmp_path, raw_params, section, key,
     assert repr(value) in message  # the offending value is shown
 
 
-def test_fold_outside_n_folds_is_refused(tmp_path, raw_params):
-    message = load_error(tmp_path, raw_params, "split", "fold", raw_params["split"]["n_folds"])
+def test_fold_outside_n_folds_is_refused_naming_split_folds(tmp_path, raw_params):
+    message = load_error(tmp_path, raw_params, "split", "folds", [0, raw_params["split"]["n_folds"]])
     assert str(tmp_path / "params.yaml") in message
-    assert "split" in message and "n_folds" in message
+    assert "split.folds" in message and "n_folds" in message
 
 
-def test_fold_outside_n_folds_names_split_fold(tmp_path, raw_params):
-    message = load_error(tmp_path, raw_params, "split", "fold", raw_params["split"]["n_folds"])
-    assert "split.fold" in message
+def test_a_fold_listed_twice_is_refused(tmp_path, raw_params):
+    assert "twice" in load_error(tmp_path, raw_params, "split", "folds", [1, 1])
+
+
+def test_auto_values_are_listed_until_resolved(tmp_path, raw_params):
+    raw = copy.deepcopy(raw_params)
+    raw["augment"]["patch_size"], raw["train"]["batch_size"], raw["model"]["channels"] = "auto", "auto", "auto"
+    params = load_params(write_params(tmp_path, raw))
+    assert {"augment.patch_size", "train.batch_size", "model.channels"} <= set(params.unresolved())
+
+
+def test_auto_is_the_only_word_a_number_field_takes(tmp_path, raw_params):
+    assert "train.batch_size" in load_error(tmp_path, raw_params, "train", "batch_size", "big")
+
+
+def test_with_fold_narrows_split_folds(tmp_path, raw_params):
+    params = load_params(write_params(tmp_path, raw_params))
+    assert params.with_fold(3).split.folds == [3]
 
 
 def test_patch_size_length_must_match_spatial_dims(tmp_path, raw_params):

@@ -46,3 +46,12 @@ def test_successful_writes_replace_and_create_folders(tmp_path):
     assert (tmp_path / "h.csv").read_text().splitlines() == ["epoch,loss", "1,0.5", "2,0.4"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "h.csv", "note.txt"]
     assert [p.name for p in dest.parent.iterdir()] == ["out.json"]
+
+
+def test_written_files_get_the_usual_permissions_not_mkstemps_0600(tmp_path):
+    import os
+
+    write_text(tmp_path / "report.txt", "x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "report.txt").stat().st_mode & 0o777 == 0o666 & ~mask

@@ -1,4 +1,5 @@
-"""End to end: real `dvc repro` of all six stages on a few real cases, then caching and predict."""
+"""End to end: real `dvc repro` of every stage on a few real cases with two cross-validation folds,
+then caching, adding a fold, and predicting with the fold ensemble."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
 def stages_run(output: str) -> list[str]:
-    return re.findall(r"Running stage '(\w+)'", output)
+    return re.findall(r"Running stage '([\w@]+)'", output)
 
 
 def set_param(project: Path, section: str, key: str, value) -> None:
@@ -33,13 +34,25 @@ def reproduced(tiny_project_template, tmp_path_factory):
 
     project = tmp_path_factory.mktemp("e2e") / "project"
     shutil.copytree(tiny_project_template, project, symlinks=True)
+    set_param(project, "split", "folds", [0, 1])
     done = run([str(BIN / "dvc"), "repro"], project)
     return project, done.stdout + done.stderr
 
 
-def test_all_six_stages_run_in_order(reproduced):
+def test_every_stage_runs_in_order_with_one_training_per_fold(reproduced):
     _, output = reproduced
-    assert stages_run(output) == ["ingest", "validate", "augment", "train", "evaluate", "register"]
+    assert stages_run(output) == ["ingest", "validate", "plan", "augment", "train@0", "train@1", "evaluate",
+                                  "register"]
+
+
+def test_plan_fills_the_auto_values_and_explicit_ones_win(reproduced):
+    project, _ = reproduced
+    plan = json.loads((project / "artifacts/plan/plan.json").read_text())
+    fingerprint = json.loads((project / "artifacts/plan/fingerprint.json").read_text())
+    assert fingerprint["n_cases"] == 11
+    assert plan["patch_size"] == [32, 48, 32] and plan["batch_size"] == 2  # explicit in the tiny params
+    assert plan["target_spacing"] == [1.0, 1.0, 1.0]
+    assert [c["scheme"] for c in plan["normalisation"]] == ["zscore"]  # MRI
 
 
 def test_validation_reports_the_sources_real_defects(reproduced):
@@ -57,14 +70,19 @@ def test_validation_reports_the_sources_real_defects(reproduced):
 def test_metrics_are_real_dice_per_class(reproduced):
     project, _ = reproduced
     metrics = json.loads((project / "artifacts/evaluate/metrics.json").read_text())
-    assert metrics["n_cases"] >= 2
-    for key in ("dice_mean", "dice_anterior", "dice_posterior"):
+    assert metrics["folds"] == [0, 1] and metrics["n_cases"] >= 4  # out-of-fold cases of both folds
+    for key in ("dice_mean", "dice_anterior", "dice_posterior", "dice_mean_fold_0", "dice_mean_fold_1"):
         assert 0.0 <= metrics[key] <= 1.0
+    low, high = metrics["dice_mean_ci95"]
+    assert low <= metrics["dice_mean"] <= high
     per_case = (project / "artifacts/evaluate/per_case.csv").read_text().splitlines()
     assert len(per_case) == metrics["n_cases"] + 1
     assert list((project / "artifacts/evaluate/overlays").glob("*.png"))
-    history = (project / "artifacts/train/history.csv").read_text().splitlines()
-    assert history[0].startswith("epoch,train_loss") and len(history) == 3
+    decision = json.loads((project / "artifacts/evaluate/postprocessing.json").read_text())
+    assert set(decision["keep_largest_component"]) <= {1, 2}
+    for fold in (0, 1):
+        history = (project / f"artifacts/train/fold_{fold}/history.csv").read_text().splitlines()
+        assert history[0].startswith("epoch,train_loss") and len(history) == 3
 
 
 def test_register_records_weights_params_metrics_and_provenance(reproduced):
@@ -77,11 +95,17 @@ def test_register_records_weights_params_metrics_and_provenance(reproduced):
     head = run(["git", "rev-parse", "HEAD"], project).stdout.strip()
     assert entry["git_commit"].startswith(head)
     assert entry["data_hash"] == yaml.safe_load((project / "data.dvc").read_text())["outs"][0]["md5"]
+    from segflow.models.bundle import load_bundle
+
+    model = load_bundle(champion / "model.pt")
+    assert model.folds == [0, 1] and len(model.state_dicts) == 2  # the fold ensemble
+    assert model.postprocessing == json.loads((project / "artifacts/evaluate/postprocessing.json").read_text())
+    assert model.preprocessing["normalisation"][0]["scheme"] == "zscore"
 
 
 def test_every_stage_logged_an_offline_wandb_run(reproduced, project_env):
     runs = list(Path(project_env["WANDB_DIR"], "wandb").glob("offline-run-*"))
-    assert len(runs) >= 6
+    assert len(runs) >= 8
 
 
 def test_second_repro_is_a_no_op_and_train_param_reruns_only_downstream(reproduced):
@@ -90,7 +114,15 @@ def test_second_repro_is_a_no_op_and_train_param_reruns_only_downstream(reproduc
     assert stages_run(again.stdout) == []
     set_param(project, "train", "lr", 0.002)
     changed = run([str(BIN / "dvc"), "repro"], project)
-    assert stages_run(changed.stdout) == ["train", "evaluate", "register"]
+    assert stages_run(changed.stdout) == ["train@0", "train@1", "evaluate", "register"]
+
+
+def test_adding_a_fold_trains_only_that_fold(reproduced):
+    project, _ = reproduced
+    set_param(project, "split", "folds", [0, 1, 2])
+    added = run([str(BIN / "dvc"), "repro"], project)
+    assert stages_run(added.stdout) == ["train@2", "evaluate", "register"]
+    assert json.loads((project / "artifacts/evaluate/metrics.json").read_text())["folds"] == [0, 1, 2]
 
 
 def test_predict_champion_writes_labels_with_input_geometry(reproduced, tmp_path):

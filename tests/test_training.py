@@ -179,3 +179,52 @@ def test_resumed_training_matches_uninterrupted_training(tmp_path, synthetic_cac
     different = {k: float((expected[k].float() - actual[k].float()).abs().max())
                  for k in expected if not torch.equal(expected[k], actual[k])}
     assert not different, f"resumed weights differ from uninterrupted ones (max abs diff): {different}"
+
+
+# ---- the train stage's Trainer on a tiny fold ------------------------------------------------------
+
+def write_fold_project(root: Path, cache: Path) -> None:
+    """What ingest and augment leave for train: the cached cases, their index and the split."""
+    import json
+    import shutil
+
+    shutil.copytree(cache, root / "artifacts" / "preprocessed")
+    (root / "artifacts" / "preprocessed" / "index.json").write_text(json.dumps({"cases": CASES}))
+    (root / "artifacts" / "ingest").mkdir(parents=True)
+    folds = {case: int(i >= 2) for i, case in enumerate(CASES)}  # fold 0: 2 validation, 3 training cases
+    labels = {"0": "background", "1": "Anterior", "2": "Posterior"}
+    (root / "artifacts" / "ingest" / "splits.json").write_text(json.dumps({"folds": folds, "labels": labels}))
+
+
+def tiny_params(**train):
+    from segflow.config import parse_params
+
+    from conftest import merge
+
+    raw = merge(yaml.safe_load(REPO_PARAMS.read_text()), {
+        "seed": SEED, "split": {"n_folds": 2, "folds": [0]},
+        "augment": {"patch_size": PATCH, "target_spacing": [1.0, 1.0, 1.0], "normalisation": "zscore"},
+        "model": {k: v for k, v in NET_ARGS.items() if k != "spatial_dims"},
+        "train": {"epochs": 1, "batch_size": 2, "val_every": 1, "num_threads": 1, **train}})
+    return parse_params(raw)
+
+
+@pytest.mark.slow
+def test_compiled_training_saves_plain_weights_in_a_loadable_bundle(tmp_path, synthetic_cache):
+    from segflow.models.bundle import load_bundle, save_bundle
+    from segflow.paths import Paths
+    from segflow.stages.train import Trainer
+
+    project = tmp_path / "project"
+    write_fold_project(project, synthetic_cache)
+    trainer = Trainer(tiny_params(compile=True), Paths(project))
+    assert trainer.model is not trainer.net  # trains through the compiled module
+    state = trainer.fit()
+
+    assert state.epoch == 1 and state.history[-1]["val_dice_mean"] is not None
+    checkpoint = torch.load(trainer.checkpoint, map_location="cpu", weights_only=True)["model"]
+    save_bundle(project / "model.pt", trainer.bundle(preprocessing=None))
+    bundle = load_bundle(project / "model.pt")
+    assert set(bundle.state_dicts[0]) == set(checkpoint) == set(build_network("UNet", NET_ARGS).state_dict())
+    (net,) = bundle.build()  # strict load: no `_orig_mod.` keys
+    assert net(torch.zeros(1, 1, *PATCH)).shape == (1, 3, *PATCH)

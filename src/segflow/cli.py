@@ -39,13 +39,16 @@ def _user_errors():
 
 
 @app.command()
-def stage(name: Annotated[str, typer.Argument(help="ingest|validate|augment|train|evaluate|register")]) -> None:
+def stage(
+    name: Annotated[str, typer.Argument(help="ingest|validate|plan|augment|train|evaluate|register")],
+    fold: Annotated[int | None, typer.Option(min=0, help="train: the fold to train (dvc.yaml foreach)")] = None,
+) -> None:
     """Run one pipeline stage (this is what dvc.yaml calls)."""
     root = _project_root()
     from segflow.stages import run_stage
 
     try:
-        run_stage(name, root)
+        run_stage(name, root, fold)
     except _user_errors() as exc:
         _fail(f"stage {name} failed: {exc}")
 

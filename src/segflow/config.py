@@ -7,12 +7,14 @@ file, the key and the rule, so a user never sees a pydantic traceback.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 PARAMS_FILE = "params.yaml"
+AUTO = "auto"
+Auto = Literal["auto"]  # "take the plan's value" (artifacts/plan/plan.json); explicit values win
 
 
 class ConfigError(ValueError):
@@ -56,17 +58,22 @@ class DataConfig(Section):
 
 
 class SplitConfig(Section):
+    """Case-level k-fold split; `folds` are the folds trained (one model each) and evaluated."""
+
     n_folds: int = Field(5, ge=2)
-    fold: int = Field(0, ge=0)
+    folds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     seed: int = 0
 
-    @field_validator("fold")
+    @field_validator("folds")
     @classmethod
-    def _fold_in_range(cls, fold: int, info: ValidationInfo) -> int:
+    def _folds_in_range(cls, folds: list[int], info: ValidationInfo) -> list[int]:
         n_folds = info.data.get("n_folds")
-        if n_folds is not None and fold >= n_folds:
-            raise ValueError(f"fold {fold} does not exist with n_folds={n_folds}")
-        return fold
+        bad = [f for f in folds if f < 0 or (n_folds is not None and f >= n_folds)]
+        if bad:
+            raise ValueError(f"fold(s) {bad} do not exist with n_folds={n_folds}")
+        if len(set(folds)) != len(folds):
+            raise ValueError(f"folds {folds} lists a fold twice")
+        return folds
 
 
 class ValidateConfig(Section):
@@ -88,7 +95,11 @@ Probability = Field(ge=0.0, le=1.0)
 
 
 class AugmentConfig(Section):
-    patch_size: list[int] = Field(min_length=2, max_length=3)
+    """Preprocessing (spacing, normalisation) and the training augmentation, as in nnU-Net."""
+
+    patch_size: Annotated[list[int], Field(min_length=2, max_length=3)] | Auto = AUTO
+    target_spacing: list[float] | Auto = AUTO
+    normalisation: Literal["auto", "zscore", "ct"] = AUTO  # auto: ct for CT modality, else zscore
     foreground_oversample: float = Probability
     flip_prob: float = Probability
     rotate_prob: float = Probability
@@ -99,17 +110,33 @@ class AugmentConfig(Section):
     noise_std: float = Field(0.1, ge=0)
     intensity_shift_prob: float = Probability
     intensity_shift: float = Field(0.1, ge=0)
+    blur_prob: float = Field(0.0, ge=0, le=1)
+    blur_sigma: tuple[float, float] = (0.5, 1.0)
+    brightness_prob: float = Field(0.0, ge=0, le=1)  # multiplicative, like nnU-Net
+    brightness_range: tuple[float, float] = (0.75, 1.25)
+    contrast_prob: float = Field(0.0, ge=0, le=1)  # scale around the mean
+    contrast_range: tuple[float, float] = (0.75, 1.25)
+    gamma_prob: float = Field(0.0, ge=0, le=1)
+    gamma_range: tuple[float, float] = (0.7, 1.5)
     preview_samples: int = Field(4, ge=1, le=16)
 
     @model_validator(mode="after")
-    def _positive_patch(self) -> AugmentConfig:
-        if any(side < 1 for side in self.patch_size):
+    def _positive_sizes(self) -> AugmentConfig:
+        if self.patch_size != AUTO and any(side < 1 for side in self.patch_size):
             raise ValueError(f"patch_size sides must be positive, got {self.patch_size}")
+        if self.target_spacing != AUTO and any(s <= 0 for s in self.target_spacing):
+            raise ValueError(f"target_spacing must be positive, got {self.target_spacing}")
+        for name in ("blur_sigma", "brightness_range", "contrast_range", "gamma_range"):
+            low, high = getattr(self, name)
+            if not 0 <= low <= high:
+                raise ValueError(f"{name} must be [low, high] with 0 <= low <= high, got {[low, high]}")
         return self
 
 
 class ModelConfig(Section):
-    """Network name plus MONAI constructor arguments, spelled as MONAI spells them."""
+    """Network name plus MONAI constructor arguments, spelled as MONAI spells them.
+
+    An argument set to `auto` (e.g. `channels`, `strides`) takes the plan's value."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
     name: str
@@ -124,7 +151,12 @@ class ModelConfig(Section):
 
 class TrainConfig(Section):
     epochs: int = Field(ge=1)
-    batch_size: int = Field(ge=1)
+    batch_size: int | Auto = AUTO
+    # The plan sizes patch, batch and network for this device under this memory budget.
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when present at plan time
+    memory_budget_gb: float = Field(8.0, gt=0)
+    nproc_per_node: int = Field(1, ge=1)  # >1: the stage runs itself under torchrun (DDP)
+    compile: bool = False  # torch.compile the network (needs a C++ compiler on CPU)
     lr: float = Field(gt=0)
     weight_decay: float = Field(0.0, ge=0)
     lr_schedule: Literal["poly", "constant"] = "poly"
@@ -139,6 +171,9 @@ class EvaluateConfig(Section):
     tta: bool = True
     overlay_cases: int = Field(4, ge=0)
     hd95: bool = True
+    # Try keep-largest-connected-component per class; keep it only for classes where it raises
+    # the validation Dice.
+    postprocess: bool = True
 
 
 class RegisterConfig(Section):
@@ -160,9 +195,19 @@ class Params(Section):
     evaluate: EvaluateConfig
     register_: RegisterConfig = Field(alias="register")
 
+    def with_fold(self, fold: int) -> Params:
+        """This params with `split.folds` narrowed to the one fold a per-fold stage runs."""
+        return self.model_copy(update={"split": self.split.model_copy(update={"folds": [fold]})})
+
+    def unresolved(self) -> list[str]:
+        """The dotted keys still set to `auto`."""
+        dumped = self.model_dump(by_alias=True)
+        return [f"{section}.{key}" for section, values in dumped.items() if isinstance(values, dict)
+                for key, value in values.items() if value == AUTO]
+
     @model_validator(mode="after")
     def _dims_agree(self) -> Params:
-        if len(self.augment.patch_size) != self.model.spatial_dims:
+        if self.augment.patch_size != AUTO and len(self.augment.patch_size) != self.model.spatial_dims:
             raise ValueError(
                 f"augment.patch_size has {len(self.augment.patch_size)} sides but "
                 f"model.spatial_dims is {self.model.spatial_dims}"

@@ -43,22 +43,25 @@ def mirror_sets(spatial_dims: int) -> list[tuple[int, ...]]:
     return [axes for r in range(spatial_dims + 1) for axes in combinations(range(spatial_dims), r)]
 
 
-def predict_probabilities(net: torch.nn.Module, image: np.ndarray | torch.Tensor, patch_size: list[int],
-                          tta: bool = False, **kwargs) -> torch.Tensor:
-    """Softmax (K, *spatial); with `tta`, averaged over all mirrored copies of the input."""
+def predict_probabilities(net: torch.nn.Module | list[torch.nn.Module], image: np.ndarray | torch.Tensor,
+                          patch_size: list[int], tta: bool = False, **kwargs) -> torch.Tensor:
+    """Softmax (K, *spatial), averaged over the members of an ensemble (a list of networks) and,
+    with `tta`, over all mirrored copies of the input."""
     image = torch.as_tensor(image, dtype=torch.float32)
+    members = list(net) if isinstance(net, (list, tuple)) else [net]
     flips = mirror_sets(image.ndim - 1) if tta else [()]
     total = None
-    for axes in flips:
-        dims = [a + 1 for a in axes]  # image is channel-first
-        view = torch.flip(image, dims) if dims else image
-        probabilities = predict_logits(net, view, patch_size, **kwargs).softmax(0)
-        probabilities = torch.flip(probabilities, dims) if dims else probabilities
-        total = probabilities if total is None else total + probabilities
-    return total / len(flips)
+    for member in members:
+        for axes in flips:
+            dims = [a + 1 for a in axes]  # image is channel-first
+            view = torch.flip(image, dims) if dims else image
+            probabilities = predict_logits(member, view, patch_size, **kwargs).softmax(0)
+            probabilities = torch.flip(probabilities, dims) if dims else probabilities
+            total = probabilities if total is None else total + probabilities
+    return total / (len(flips) * len(members))
 
 
-def predict_labels(net: torch.nn.Module, image: np.ndarray, patch_size: list[int], tta: bool = False,
-                   **kwargs) -> np.ndarray:
+def predict_labels(net: torch.nn.Module | list[torch.nn.Module], image: np.ndarray, patch_size: list[int],
+                   tta: bool = False, **kwargs) -> np.ndarray:
     """Label map (*spatial) uint8 for one channel-first image."""
     return predict_probabilities(net, image, patch_size, tta, **kwargs).argmax(0).numpy().astype(np.uint8)

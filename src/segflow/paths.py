@@ -32,6 +32,19 @@ class Paths:
     def data_docs(self) -> Path:
         return self.artifacts / "validate" / "data_docs"
 
+    # plan
+    @property
+    def plan_dir(self) -> Path:
+        return self.artifacts / "plan"
+
+    @property
+    def fingerprint(self) -> Path:
+        return self.plan_dir / "fingerprint.json"
+
+    @property
+    def plan(self) -> Path:
+        return self.plan_dir / "plan.json"
+
     # augment
     @property
     def preprocessed(self) -> Path:
@@ -41,22 +54,28 @@ class Paths:
     def augment_preview(self) -> Path:
         return self.artifacts / "augment" / "preview.png"
 
-    # train
+    # train: one folder per fold (dvc.yaml `foreach` over split.folds)
     @property
     def train_dir(self) -> Path:
         return self.artifacts / "train"
 
-    @property
-    def model(self) -> Path:
-        return self.train_dir / "model.pt"
+    def fold_dir(self, fold: int) -> Path:
+        return self.train_dir / f"fold_{fold}"
 
-    @property
-    def checkpoints(self) -> Path:
-        return self.artifacts / "checkpoints"
+    def model_for(self, fold: int) -> Path:
+        return self.fold_dir(fold) / "model.pt"
 
-    @property
-    def history(self) -> Path:
-        return self.train_dir / "history.csv"
+    def history_for(self, fold: int) -> Path:
+        return self.fold_dir(fold) / "history.csv"
+
+    def val_history_for(self, fold: int) -> Path:
+        return self.fold_dir(fold) / "val_history.csv"
+
+    def train_summary_for(self, fold: int) -> Path:
+        return self.fold_dir(fold) / "summary.json"
+
+    def checkpoints_for(self, fold: int) -> Path:
+        return self.artifacts / "checkpoints" / f"fold_{fold}"
 
     # evaluate
     @property
@@ -75,7 +94,15 @@ class Paths:
     def overlays(self) -> Path:
         return self.evaluate_dir / "overlays"
 
-    # register
+    @property
+    def postprocessing(self) -> Path:
+        return self.evaluate_dir / "postprocessing.json"
+
+    # register: the fold models as one ensemble file, plus the registry record
+    @property
+    def ensemble(self) -> Path:
+        return self.artifacts / "register" / "model.pt"
+
     @property
     def registration(self) -> Path:
         return self.artifacts / "register" / "registration.json"

@@ -10,9 +10,10 @@ import numpy as np
 from segflow.config import load_params
 from segflow.data.msd import NIFTI_SUFFIXES, case_id_from_path
 from segflow.data.preprocess import is_planar, load_case
-from segflow.inference import pick_device, predict_labels
+from segflow.inference import pick_device, predict_probabilities
 from segflow.io import atomic_path
-from segflow.models.bundle import load_bundle
+from segflow.models.bundle import ModelBundle, load_bundle
+from segflow.postprocessing import apply_postprocessing
 from segflow.registry import Registry
 
 
@@ -67,17 +68,29 @@ def save_label(dest: Path, labels: np.ndarray, reference: Path) -> None:
         staged.replace(tmp)
 
 
+def label_volume(nets: list, bundle: ModelBundle, path: Path, overlap: float, tta: bool) -> np.ndarray:
+    """The pipeline's way end to end: the plan's preprocessing, the fold ensemble's averaged
+    probabilities (mirror TTA optional), back onto the input grid, then the chosen postprocessing."""
+    from segflow.data.preprocess import restore_to_shape
+
+    volume = load_case(path, preprocessing=bundle.preprocessing)
+    expected = bundle.network_args.get("in_channels", 1)
+    if volume.image.shape[0] != expected:
+        raise ValueError(f"{path}: {volume.image.shape[0]} channel(s), the model expects {expected}")
+    probabilities = predict_probabilities(nets, volume.image, bundle.patch_size, tta=tta, overlap=overlap)
+    if volume.original_shape and list(volume.original_shape) != list(probabilities.shape[1:]):
+        probabilities = restore_to_shape(probabilities, volume.original_shape)
+    labels = np.asarray(probabilities.argmax(0)).astype(np.uint8)
+    return apply_postprocessing(labels, bundle.postprocessing)
+
+
 def predict_paths(root: Path, model: str, source: Path, output: Path, overlap: float = 0.5,
                   tta: bool = True) -> Iterator[Path]:
     """Predict every input; yields each written label file."""
     bundle = load_bundle(resolve_model(root, model))
-    net = bundle.build(pick_device())
+    nets = bundle.build(pick_device())
     for path in input_files(source):
-        volume = load_case(path)
-        if volume.image.shape[0] != bundle.network_args.get("in_channels", 1):
-            raise ValueError(f"{path}: {volume.image.shape[0]} channel(s), the model expects "
-                             f"{bundle.network_args.get('in_channels', 1)}")
-        labels = predict_labels(net, volume.image, bundle.patch_size, tta=tta, overlap=overlap)
+        labels = label_volume(nets, bundle, path, overlap, tta)
         if is_planar(path):
             dest = output / f"{path.stem}.png"
             save_planar(dest, raw_values(labels, bundle.info.get("label_map") or {}))

@@ -1,8 +1,9 @@
 """Training loop pieces: data loading from the preprocessed cache, epochs, validation, checkpoints.
 
-Resumable and reproducible: every epoch reseeds torch, the shuffling and the MONAI transforms
-from (seed, epoch), so a run resumed from the checkpoint of epoch k continues exactly as an
-uninterrupted run would (on CPU with deterministic kernels).
+Resumable and reproducible: the shuffling is a function of (seed, epoch) and each sample's
+augmentation a function of (seed, epoch, dataset index), so a run resumed from the checkpoint of
+epoch k continues exactly as an uninterrupted run would (on CPU with deterministic kernels), and
+neither the number of loader workers nor the number of DDP processes changes what a sample sees.
 """
 
 from __future__ import annotations
@@ -44,22 +45,60 @@ def load_volumes(cache: Path, case_ids: list[str]) -> list[dict]:
     return items
 
 
-def build_loader(items: list[dict], cached: list, random: list, batch_size: int):
-    """MONAI CacheDataset (deterministic transforms run once) + DataLoader on the main process."""
-    from monai.data import CacheDataset, DataLoader
-    from monai.transforms import Compose
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The augmentation seed of dataset item `index` in `epoch` (a hash, so nearby triples differ)."""
+    return int(np.random.SeedSequence([seed % 2**32, epoch, index]).generate_state(1)[0])
 
-    dataset = CacheDataset(items, Compose(cached + random), cache_rate=1.0, num_workers=0, progress=False)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=0, drop_last=False,
-                      generator=torch.Generator())
+
+class PerSampleSeeded(torch.utils.data.Dataset):
+    """A MONAI CacheDataset whose random transforms are reseeded from (seed, epoch, index) before
+    each item, so an item's augmentation does not depend on which process or worker draws it, nor
+    on what was drawn before it. `set_epoch` must run before the loader is iterated (workers copy
+    the dataset at the start of each epoch; persistent workers would keep a stale epoch)."""
+
+    def __init__(self, cache_dataset, seed: int):
+        self.cache_dataset, self.seed, self.epoch = cache_dataset, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.cache_dataset)
+
+    def __getitem__(self, index: int):
+        self.cache_dataset.transform.set_random_state(seed=sample_seed(self.seed, self.epoch, index))
+        return self.cache_dataset[index]
+
+
+def build_loader(items: list[dict], cached: list, random: list, batch_size: int, seed: int = 0,
+                 rank: int = 0, world: int = 1):
+    """MONAI CacheDataset (deterministic transforms run once) + DataLoader on the main process.
+
+    `batch_size` is this process's share of the global batch. The sampler draws one permutation
+    of the whole dataset per epoch, the same for any `world`, and gives rank r the positions
+    r, r + world, ...; so step k of all ranks together holds exactly the samples of step k of a
+    single process with the global batch. When len(items) % world != 0 the sampler pads the
+    permutation by repeating its first (world - len % world) samples (DistributedSampler's
+    drop_last=False), so every rank takes the same number of steps.
+    """
+    from monai.data import CacheDataset, list_data_collate
+    from monai.transforms import Compose
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    cache = CacheDataset(items, Compose(cached + random), cache_rate=1.0, num_workers=0, progress=False)
+    dataset = PerSampleSeeded(cache, seed)
+    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=False)
+    # list_data_collate flattens the one-element lists RandCropByPosNegLabeld returns.
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=0, drop_last=False,
+                      collate_fn=list_data_collate)
 
 
 def seed_epoch(loader, seed: int, epoch: int) -> None:
     """Reseed everything random for `epoch` (makes resume exact)."""
     torch.manual_seed(seed + epoch)
     np.random.seed((seed + epoch) % 2**32)
-    loader.generator.manual_seed(seed + epoch)
-    loader.dataset.transform.set_random_state(seed=seed + epoch)
+    loader.sampler.set_epoch(epoch)
+    loader.dataset.set_epoch(epoch)
 
 
 def poly_lr(base_lr: float, epoch: int, total: int, exponent: float = 0.9) -> float:

@@ -1,4 +1,4 @@
-"""The Prefect flow runs the six DVC stages as tasks, with no server configured."""
+"""The Prefect flow runs the DVC stages as tasks, with no server configured."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def test_flow_runs_all_stages_through_dvc(tiny_project):
     assert "dice_mean" in metrics
     assert "segflow-pipeline finished in state Completed" in done.stdout
     assert re.search(r"Finished in state Completed", done.stdout + done.stderr)  # Prefect's own log
-    for stage in ("ingest", "validate", "augment", "train", "evaluate", "register"):
+    for stage in ("ingest", "validate", "plan", "augment", "train", "evaluate", "register"):
         assert f"stage {stage} done" in done.stdout + done.stderr
     # Same caching as dvc: the pipeline is now up to date.
     status = run([str(BIN / "dvc"), "status"], tiny_project)

@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from segflow.models.bundle import ModelBundle, load_bundle, save_bundle
+from segflow.models.bundle import ModelBundle, ensemble, load_bundle, save_bundle
 from segflow.models.factory import build_network
 
 ARGS = dict(spatial_dims=3, in_channels=1, out_channels=3, channels=[4, 8], strides=[2], num_res_units=1)
@@ -19,7 +19,7 @@ def bundle() -> ModelBundle:
     net = build_network("UNet", ARGS)
     return ModelBundle(network="UNet", network_args=ARGS, patch_size=[16, 16, 16],
                        labels={"0": "background", "1": "Anterior", "2": "Posterior"},
-                       state_dict=net.state_dict(), info={"epochs": 3})
+                       state_dicts=[net.state_dict()], info={"epochs": 3})
 
 
 def test_round_trip_builds_a_network_with_the_same_outputs(tmp_path, bundle):
@@ -29,12 +29,12 @@ def test_round_trip_builds_a_network_with_the_same_outputs(tmp_path, bundle):
 
     x = torch.randn(1, 1, 16, 16, 16)
     with torch.no_grad():
-        expected = bundle.build()(x)
-        actual = loaded.build()(x)
+        expected = bundle.build()[0](x)
+        actual = loaded.build()[0](x)
     assert torch.equal(expected, actual)
     assert loaded.patch_size == [16, 16, 16]
     assert loaded.labels == bundle.labels and loaded.info == {"epochs": 3}
-    assert not loaded.build().training
+    assert not loaded.build()[0].training
     assert os.listdir(tmp_path) == ["model.pt"], "temporary file left beside the model"
 
 
@@ -55,3 +55,29 @@ def test_random_bytes_are_refused_naming_the_path(tmp_path):
 def test_missing_file_is_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere.pt"):
         load_bundle(tmp_path / "nowhere.pt")
+
+
+def test_ensemble_keeps_every_member_and_its_fold(tmp_path, bundle):
+    torch.manual_seed(1)
+    other = ModelBundle(**{**bundle.__dict__, "state_dicts": [build_network("UNet", ARGS).state_dict()],
+                           "folds": [1]})
+    path = tmp_path / "ensemble.pt"
+    save_bundle(path, ensemble([bundle, other], postprocessing={"keep_largest_component": [1]}))
+    loaded = load_bundle(path)
+    assert loaded.folds == [0, 1] and len(loaded.build()) == 2
+    assert loaded.postprocessing == {"keep_largest_component": [1]}
+
+
+def test_ensemble_of_different_networks_is_refused(bundle):
+    other = ModelBundle(**{**bundle.__dict__, "network_args": {**ARGS, "channels": [8, 16]}})
+    with pytest.raises(ValueError, match="same network"):
+        ensemble([bundle, other])
+
+
+def test_version_1_model_files_still_load(tmp_path, bundle):
+    path = tmp_path / "old.pt"
+    torch.save({"format": "segflow-model/1", "network": "UNet", "network_args": ARGS, "patch_size": [16, 16, 16],
+                "labels": bundle.labels, "normalisation": "zscore-per-case", "info": {"fold": 2},
+                "state_dict": bundle.state_dicts[0]}, path)
+    loaded = load_bundle(path)
+    assert loaded.folds == [2] and len(loaded.state_dicts) == 1 and loaded.preprocessing is None

@@ -19,8 +19,12 @@ def model_cfg():
 
 
 def test_repo_unet_builds_and_keeps_patch_shape(model_cfg):
+    # The repo leaves depth and width to the plan; these are its values for Hippocampus on CPU.
+    args = model_cfg.network_args()
+    assert {k for k, v in args.items() if v == "auto"} == {"channels", "strides"}
+    args.update(channels=[16, 32, 64, 128], strides=[2, 2, 2])
     torch.manual_seed(0)
-    net = build_network(model_cfg.name, model_cfg.network_args()).eval()
+    net = build_network(model_cfg.name, args).eval()
     with torch.no_grad():
         out = net(torch.randn(1, 1, 40, 56, 40))
     assert type(net).__name__ == "UNet"

@@ -19,6 +19,7 @@ from conftest import BIN, run
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 EPOCHS = 3
+FOLD_DIR = Path("artifacts") / "train" / "fold_0"
 
 
 def set_epochs(project: Path, epochs: int) -> None:
@@ -38,7 +39,7 @@ def kill_after_first_epoch(project: Path, timeout: float = 120.0) -> int:
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     proc = subprocess.Popen([str(BIN / "dvc"), "repro", "train"], cwd=project, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    checkpoint = project / "artifacts" / "checkpoints" / "last.pt"
+    checkpoint = project / "artifacts" / "checkpoints" / "fold_0" / "last.pt"
     deadline = time.monotonic() + timeout
     try:
         while (epoch := checkpoint_epoch(checkpoint)) < 1:
@@ -59,7 +60,7 @@ def kill_after_first_epoch(project: Path, timeout: float = 120.0) -> int:
 def final_weights(project: Path) -> dict[str, torch.Tensor]:
     from segflow.models.bundle import load_bundle
 
-    return load_bundle(project / "artifacts" / "train" / "model.pt").state_dict
+    return load_bundle(project / FOLD_DIR / "model.pt").state_dicts[0]
 
 
 def test_killed_training_resumes_and_matches_uninterrupted_run(tiny_project, tiny_project_template, tmp_path):
@@ -70,7 +71,7 @@ def test_killed_training_resumes_and_matches_uninterrupted_run(tiny_project, tin
     resumed = run([str(BIN / "dvc"), "repro", "train"], tiny_project)
 
     assert f"resuming after epoch {killed_at}" in resumed.stdout + resumed.stderr
-    history = (tiny_project / "artifacts" / "train" / "history.csv").read_text().splitlines()
+    history = (tiny_project / FOLD_DIR / "history.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in history[1:]] == [str(e) for e in range(1, EPOCHS + 1)]
 
     other = tmp_path / "other"
@@ -89,11 +90,11 @@ def test_rerun_killed_after_final_checkpoint_completes(tiny_project):
     run([str(BIN / "dvc"), "repro", "train"], tiny_project)
     epochs = yaml.safe_load((tiny_project / "params.yaml").read_text())["train"]["epochs"]
     # As if killed after the last epoch's checkpoint, before the model file was written.
-    (tiny_project / "artifacts" / "train" / "model.pt").unlink()
+    (tiny_project / FOLD_DIR / "model.pt").unlink()
 
     rerun = run([str(BIN / "dvc"), "repro", "train"], tiny_project)
 
     assert f"resuming after epoch {epochs}" in rerun.stdout
-    history = (tiny_project / "artifacts" / "train" / "history.csv").read_text().splitlines()
+    history = (tiny_project / FOLD_DIR / "history.csv").read_text().splitlines()
     assert len(history) == 1 + epochs
-    assert (tiny_project / "artifacts" / "train" / "model.pt").is_file()
+    assert (tiny_project / FOLD_DIR / "model.pt").is_file()

@@ -1,4 +1,5 @@
-"""3D MONAI training pipeline: patch shape from params, labels never interpolated, reproducible."""
+"""3D MONAI training pipeline: patch shape from params, labels never interpolated, reproducible,
+intensity augmentation on the image only and inside its range."""
 
 from __future__ import annotations
 
@@ -12,26 +13,35 @@ from segflow.config import AugmentConfig, load_params
 from segflow.transforms.three_d import build_train_transforms
 
 REPO_PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
-ALWAYS = dict(flip_prob=1.0, rotate_prob=1.0, scale_prob=1.0, noise_prob=1.0, intensity_shift_prob=1.0)
+PATCH = [24, 32, 24]  # small, so the tests stay fast; params.yaml says `auto` (the plan's value)
+NEW_INTENSITY = ("blur_prob", "brightness_prob", "contrast_prob", "gamma_prob")
+ALWAYS = dict.fromkeys(("flip_prob", "rotate_prob", "scale_prob", "noise_prob", "intensity_shift_prob",
+                        *NEW_INTENSITY), 1.0)
+NEVER = dict.fromkeys(ALWAYS, 0.0)
 
 
 @pytest.fixture(scope="module")
 def repo_cfg() -> AugmentConfig:
-    return load_params(REPO_PARAMS).augment
+    """The repo's augmentation settings with a resolved (small) patch size."""
+    return with_(load_params(REPO_PARAMS).augment, patch_size=PATCH)
 
 
 @pytest.fixture(scope="module")
 def always_cfg(repo_cfg) -> AugmentConfig:
     """The repo's settings with every random augmentation switched on."""
-    return AugmentConfig(**{**repo_cfg.model_dump(), **ALWAYS})
+    return with_(repo_cfg, **ALWAYS)
 
 
-def make_case(shape=(36, 52, 38), seed=0) -> dict:
-    """A hippocampus-sized channel-first case (smaller than the patch, so it is padded)."""
+def with_(cfg: AugmentConfig, **changes) -> AugmentConfig:
+    return AugmentConfig(**{**cfg.model_dump(), **changes})
+
+
+def make_case(shape=(20, 28, 22), seed=0) -> dict:
+    """A z-scored channel-first case with two classes (smaller than the patch, so it is padded)."""
     rng = np.random.default_rng(seed)
     label = np.zeros((1, *shape), dtype=np.uint8)
-    label[0, 8:20, 10:30, 8:20] = 1
-    label[0, 18:30, 25:45, 15:30] = 2
+    label[0, 4:10, 5:15, 4:10] = 1
+    label[0, 9:15, 12:22, 8:15] = 2
     return {"image": rng.normal(size=(1, *shape)).astype(np.float32), "label": label}
 
 
@@ -44,13 +54,18 @@ def run(cfg: AugmentConfig, case: dict, seed: int) -> dict:
 
 def test_patch_shape_equals_params_patch_size(repo_cfg):
     sample = run(repo_cfg, make_case(), seed=0)
-    assert tuple(sample["image"].shape) == (1, *repo_cfg.patch_size)
-    assert tuple(sample["label"].shape) == (1, *repo_cfg.patch_size)
+    assert tuple(sample["image"].shape) == (1, *PATCH)
+    assert tuple(sample["label"].shape) == (1, *PATCH)
 
 
 def test_larger_image_is_cropped_to_the_patch(repo_cfg):
-    sample = run(repo_cfg, make_case(shape=(60, 70, 50)), seed=0)
-    assert tuple(sample["image"].shape) == (1, *repo_cfg.patch_size)
+    sample = run(repo_cfg, make_case(shape=(30, 40, 30)), seed=0)
+    assert tuple(sample["image"].shape) == (1, *PATCH)
+
+
+def test_unresolved_auto_patch_size_is_refused_with_a_clear_error(repo_cfg):
+    with pytest.raises(ValueError, match="patch_size is still 'auto'"):
+        build_train_transforms(with_(repo_cfg, patch_size="auto"))
 
 
 def test_image_comes_out_as_float32_tensor(always_cfg):
@@ -59,6 +74,7 @@ def test_image_comes_out_as_float32_tensor(always_cfg):
     sample = run(always_cfg, case, seed=0)
     assert isinstance(sample["image"], torch.Tensor)
     assert sample["image"].dtype == torch.float32
+    assert torch.isfinite(sample["image"]).all()
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -81,8 +97,26 @@ def test_different_seed_gives_different_patch(always_cfg):
 
 
 def test_all_probabilities_zero_leaves_voxels_untouched(repo_cfg):
-    off = AugmentConfig(**{**repo_cfg.model_dump(), **{k: 0.0 for k in ALWAYS}})
-    case = make_case(shape=tuple(repo_cfg.patch_size))  # patch == image: crop is the whole image
-    sample = run(off, case, seed=0)
+    case = make_case(shape=tuple(PATCH))  # patch == image: crop is the whole image
+    sample = run(with_(repo_cfg, **NEVER), case, seed=0)
     assert np.array_equal(sample["image"].numpy(), case["image"])
     assert np.array_equal(sample["label"].numpy(), case["label"])
+
+
+@pytest.mark.parametrize("prob", NEW_INTENSITY)
+def test_intensity_transform_changes_the_image_only(repo_cfg, prob):
+    case = make_case(shape=tuple(PATCH))
+    sample = run(with_(repo_cfg, **{**NEVER, prob: 1.0}), case, seed=0)
+    image = sample["image"].numpy()
+    assert np.isfinite(image).all()
+    assert not np.allclose(image, case["image"])
+    assert np.array_equal(sample["label"].numpy(), case["label"])
+
+
+@pytest.mark.parametrize("prob", ["contrast_prob", "gamma_prob"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_contrast_and_gamma_keep_z_scored_values_in_their_range(repo_cfg, prob, seed):
+    case = make_case(shape=tuple(PATCH), seed=seed)
+    image = run(with_(repo_cfg, **{**NEVER, prob: 1.0}), case, seed=seed)["image"].numpy()
+    assert image.min() >= case["image"].min() - 1e-5 and image.max() <= case["image"].max() + 1e-5
+    assert image.min() < 0  # negatives survive: no clipping to [0, 1]

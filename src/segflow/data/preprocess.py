@@ -1,26 +1,47 @@
 """Per-case preprocessing shared by training, evaluation and prediction.
 
-The same `normalise_image` runs on cached training cases and on a new volume at predict time,
-so a model never sees intensities prepared two different ways.
+The same `load_case` runs on cached training cases and on a new volume at predict time, so a
+model never sees intensities prepared two different ways. Without a plan it z-scores each case
+on its own grid; with the plan's `Preprocessing` it normalises as planned (per-case z-score, or
+CT clipping plus the dataset's foreground z-score) and resamples to the target spacing, and
+`restore_to_shape` brings predictions back to the input grid.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from segflow.data import formats
 
+if TYPE_CHECKING:
+    import torch
+
+    from segflow.planning.planner import ChannelNormalisation, Preprocessing
+
+# A case whose spacing is within 1% of the target on every axis is used as it is: resampling
+# would only blur it (MSD Hippocampus is 1 mm everywhere and never resamples).
+SPACING_TOLERANCE = 0.01
+
 
 @dataclass(frozen=True)
 class Volume:
-    """A case ready for the network: channel-first arrays plus what is needed to write back."""
+    """A case ready for the network: channel-first arrays plus what is needed to write back.
+
+    `affine` and `original_shape` describe the input grid; when the case was resampled to the
+    plan's spacing, `image`/`label` have another shape and predictions go back through
+    `restore_to_shape(probabilities, original_shape)`. `spacing` is the voxel size of `image`.
+    """
 
     image: np.ndarray  # (C, *spatial) float32, normalised
     label: np.ndarray | None  # (1, *spatial) uint8
     affine: np.ndarray
+    original_shape: tuple[int, ...] | None = None  # spatial shape on the input grid (plan given)
+    spacing: tuple[float, ...] | None = None  # mm per axis of `image` (target spacing once resampled)
 
 
 def normalise_image(image: np.ndarray) -> np.ndarray:
@@ -78,24 +99,137 @@ def channels_first(image: np.ndarray, planar: bool) -> np.ndarray:
     return image[None]
 
 
-def load_case(image_path: Path, label_path: Path | None = None,
-              label_map: dict[int, int] | None = None) -> Volume:
-    """Read an image (and label) and prepare it for the network."""
-    image, affine = load_array(image_path)
-    normalised = np.stack([normalise_image(c) for c in channels_first(image, is_planar(image_path))])
+def image_spacing(path: Path, spatial_ndim: int) -> list[float]:
+    """Voxel size (mm) per spatial axis from the NIfTI header, rounded to 6 decimals as in the
+    manifest (headers store float32: 1.2 reads 1.2000000477); 2D image files carry none: 1.0."""
+    if is_planar(path):
+        return [1.0] * spatial_ndim
+    import nibabel as nib
+
+    zooms = nib.load(str(path)).header.get_zooms()[:spatial_ndim]
+    return [round(float(z), 6) for z in zooms]
+
+
+def load_channels(image_path: Path | Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
+    """A case's image as (C, *spatial), from one file (4D NIfTI, RGB) or one file per channel
+    (nnU-Net's `_0000`, `_0001`, ...); the affine is the first file's."""
+    paths = [Path(image_path)] if isinstance(image_path, (str, Path)) else [Path(p) for p in image_path]
+    loaded = [load_array(path) for path in paths]
+    channels = [channels_first(array, is_planar(path)) for (array, _), path in zip(loaded, paths, strict=True)]
+    return np.concatenate(channels) if len(channels) > 1 else channels[0], loaded[0][1]
+
+
+def needs_resampling(spacing: Sequence[float], target: Sequence[float]) -> bool:
+    return any(abs(s - t) > SPACING_TOLERANCE * t for s, t in zip(spacing, target, strict=True))
+
+
+def resampled_shape(shape: Sequence[int], spacing: Sequence[float], target: Sequence[float]) -> list[int]:
+    """Spatial shape covering the same field of view at `target` spacing."""
+    return [max(int(round(n * s / t)), 1) for n, s, t in zip(shape, spacing, target, strict=True)]
+
+
+def _zoom(array: np.ndarray, shape: Sequence[int], order: int) -> np.ndarray:
+    """Resample one spatial array to `shape`; voxel areas aligned as torch's align_corners=False,
+    so `restore_to_shape` undoes it on the same grid."""
+    from scipy import ndimage
+
+    factors = [new / old for new, old in zip(shape, array.shape, strict=True)]
+    return ndimage.zoom(array, factors, order=order, mode="nearest", grid_mode=True)
+
+
+def resample_image(image: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """(C, *spatial) image to `shape`, cubic spline per channel (as nnU-Net)."""
+    return np.stack([_zoom(channel, shape, order=3) for channel in image]).astype(np.float32)
+
+
+def resample_label(label: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """(1, *spatial) label to `shape` by nearest neighbour, so classes stay integral."""
+    return _zoom(label[0], shape, order=0).astype(np.uint8)[None]
+
+
+def normalise_channel(channel: np.ndarray, scheme: ChannelNormalisation) -> np.ndarray:
+    """`zscore`: per case. `ct`: clip to the dataset's foreground 0.5-99.5 percentiles, then the
+    dataset's foreground z-score, so Hounsfield units keep their meaning across cases."""
+    if scheme.scheme == "zscore":
+        return normalise_image(channel)
+    clipped = np.clip(np.asarray(channel, dtype=np.float32), *scheme.clip)
+    std = scheme.std if scheme.std and scheme.std > 1e-8 else 1.0
+    return ((clipped - scheme.mean) / std).astype(np.float32)
+
+
+def normalise_channels(image: np.ndarray, normalisation: Sequence[ChannelNormalisation]) -> np.ndarray:
+    if len(normalisation) != image.shape[0]:
+        raise ValueError(f"the plan normalises {len(normalisation)} channel(s) but the image has {image.shape[0]}")
+    return np.stack([normalise_channel(c, scheme) for c, scheme in zip(image, normalisation, strict=True)])
+
+
+def as_preprocessing(preprocessing: Preprocessing | dict) -> Preprocessing:
+    """The plan's preprocessing, also from the plain dict stored inside a model file."""
+    from segflow.planning.planner import Preprocessing
+
+    return preprocessing if isinstance(preprocessing, Preprocessing) else Preprocessing.model_validate(preprocessing)
+
+
+def load_case(image_path: Path | Sequence[Path], label_path: Path | None = None,
+              label_map: dict[int, int] | None = None,
+              preprocessing: Preprocessing | dict | None = None) -> Volume:
+    """Read an image (and label) and prepare it for the network.
+
+    Without `preprocessing`: per-case z-score on the input grid. With the plan's preprocessing:
+    its normalisation, then resampling to its target spacing where the case differs by >1%.
+    """
+    image, affine = load_channels(image_path)
     label = to_label(load_array(label_path)[0], label_map)[None] if label_path else None
-    return Volume(normalised, label, affine)
+    first = Path(image_path) if isinstance(image_path, (str, Path)) else Path(image_path[0])
+    shape = tuple(int(n) for n in image.shape[1:])
+    spacing = tuple(image_spacing(first, len(shape)))
+    if preprocessing is None:
+        return Volume(np.stack([normalise_image(c) for c in image]), label, affine, spacing=spacing)
+    plan = as_preprocessing(preprocessing)
+    if len(plan.target_spacing) != len(shape):
+        raise ValueError(f"{first}: {len(shape)}D image but the plan's target spacing is {plan.target_spacing}")
+    image = normalise_channels(image, plan.normalisation)
+    if needs_resampling(spacing, plan.target_spacing):
+        target_shape = resampled_shape(shape, spacing, plan.target_spacing)
+        image = resample_image(image, target_shape)
+        label = resample_label(label, target_shape) if label is not None else None
+        spacing = tuple(plan.target_spacing)
+    return Volume(image, label, affine, shape, spacing)
+
+
+def restore_to_shape(probabilities: torch.Tensor | np.ndarray, shape: Sequence[int]) -> torch.Tensor | np.ndarray:
+    """Class probabilities (K, *spatial) predicted at the plan's spacing, linearly resampled to
+    the input grid's `shape` (take the argmax after this, not before: it keeps thin structures).
+    Returns the input's type; float32."""
+    import torch
+    import torch.nn.functional as F
+
+    shape = [int(n) for n in shape]
+    as_numpy = isinstance(probabilities, np.ndarray)
+    tensor = torch.as_tensor(probabilities).float()
+    if list(tensor.shape[1:]) != shape:
+        mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(shape)]
+        tensor = F.interpolate(tensor[None], size=shape, mode=mode, align_corners=False)[0]
+    return tensor.numpy() if as_numpy else tensor
 
 
 def save_volume(path: Path, volume: Volume) -> None:
     """Write one preprocessed case (uncompressed: loading speed matters more than disk)."""
     from segflow.io import atomic_path
 
+    arrays = {"image": volume.image, "label": volume.label, "affine": volume.affine}
+    if volume.original_shape is not None:
+        arrays["original_shape"] = np.asarray(volume.original_shape, dtype=np.int64)
+    if volume.spacing is not None:
+        arrays["spacing"] = np.asarray(volume.spacing, dtype=np.float64)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
-            np.savez(handle, image=volume.image, label=volume.label, affine=volume.affine)
+            np.savez(handle, **arrays)
 
 
 def read_volume(path: Path) -> Volume:
+    """A case written by `save_volume` (caches from before the plan have no shape or spacing)."""
     with np.load(path) as data:
-        return Volume(data["image"], data["label"], data["affine"])
+        original = tuple(int(n) for n in data["original_shape"]) if "original_shape" in data.files else None
+        spacing = tuple(float(s) for s in data["spacing"]) if "spacing" in data.files else None
+        return Volume(data["image"], data["label"], data["affine"], original, spacing)

@@ -1,4 +1,5 @@
-"""augment: preprocess kept cases into a training cache and preview the augmentation pipeline."""
+"""augment: preprocess kept cases as the plan says (spacing, normalisation) into a training cache,
+and preview the augmentation pipeline."""
 
 from __future__ import annotations
 
@@ -15,16 +16,17 @@ from segflow.paths import Paths
 
 
 def preprocess_cases(data_root: Path, manifest: pd.DataFrame, kept: list[str], dest: Path,
-                     label_map: dict[int, int] | None = None) -> dict:
-    """Normalise each kept case once and store it; returns the cache index."""
+                     label_map: dict[int, int] | None = None, preprocessing=None) -> dict:
+    """Resample and normalise each kept case once and store it; returns the cache index."""
     rows = manifest.drop_duplicates("case_id").set_index("case_id")
     index = {}
     for case_id in kept:
         row = rows.loc[case_id]
-        volume = load_case(data_root / row["image"], data_root / row["label"], label_map)
+        volume = load_case(data_root / row["image"], data_root / row["label"], label_map, preprocessing)
         save_volume(dest / f"{case_id}.npz", volume)
+        spacing = volume.spacing or [float(s) for s in json.loads(row["image_spacing"])]
         index[case_id] = {"file": f"{case_id}.npz", "shape": list(volume.image.shape[1:]),
-                          "spacing": [float(s) for s in json.loads(row["image_spacing"])]}
+                          "spacing": [float(s) for s in spacing]}
     return index
 
 
@@ -49,13 +51,15 @@ def augmented_samples(params: Params, cache: Path, case_ids: list[str]) -> list:
 
 
 def main(params: Params, paths: Paths, tracker=None) -> dict:
+    from segflow.planning.planner import Plan
     from segflow.plots import plot_samples
 
     manifest = pd.read_csv(paths.manifest)
     kept = read_json(paths.validation_report)["kept"]
+    preprocessing = Plan.load(paths.plan).preprocessing
     index = preprocess_cases(paths.root / params.data.root, manifest, kept, paths.preprocessed,
-                             params.data.label_map)
-    write_json(paths.preprocessed / "index.json", {"normalisation": "zscore-per-case", "cases": index})
+                             params.data.label_map, preprocessing)
+    write_json(paths.preprocessed / "index.json", {"preprocessing": preprocessing.model_dump(), "cases": index})
     samples = augmented_samples(params, paths.preprocessed, kept[: params.augment.preview_samples])
     plot_samples(samples, paths.augment_preview)
     if tracker:

@@ -1,4 +1,10 @@
-"""evaluate: sliding-window inference on the validation fold; Dice/HD95 per class per case."""
+"""evaluate: each fold's model on its own validation cases (sliding window, optional mirror TTA).
+
+The out-of-fold predictions of all folds in split.folds give the cross-validation metrics: Dice
+and HD95 per class per case, their means with 95% bootstrap intervals, and per-fold means. Keeping
+the largest connected component per class is tried on the same predictions and kept only for the
+classes where it raises the mean Dice (nnU-Net's rule); the metrics are those after it.
+"""
 
 from __future__ import annotations
 
@@ -10,69 +16,136 @@ from segflow.data.splits import fold_cases
 from segflow.inference import pick_device, predict_labels
 from segflow.io import read_json, write_csv, write_json
 from segflow.metrics.segmentation import dice_per_class, hd95_per_class
-from segflow.models.bundle import load_bundle
+from segflow.models.bundle import ModelBundle, load_bundle
 from segflow.paths import Paths
+from segflow.postprocessing import apply_postprocessing, choose_postprocessing, keep_largest_component
 from segflow.training import load_volumes
 
+LCC = "_lcc"  # column suffix: the score after keeping the largest component of the class
 
-def validation_cases(paths: Paths, params: Params) -> list[str]:
+
+def validation_cases(paths: Paths, fold: int) -> list[str]:
     cached = sorted(read_json(paths.preprocessed / "index.json")["cases"])
-    return fold_cases(read_json(paths.splits)["folds"], params.split.fold, cached)[1]
+    return fold_cases(read_json(paths.splits)["folds"], fold, cached)[1]
 
 
-def score_case(prediction: np.ndarray, truth: np.ndarray, class_names: list[str], spacing, hd95: bool) -> dict:
+def score_case(prediction: np.ndarray, truth: np.ndarray, class_names: list[str], spacing, hd95: bool,
+               suffix: str = "") -> dict:
     n_classes = len(class_names) + 1
-    row = {f"dice_{n}": d for n, d in zip(class_names, dice_per_class(prediction, truth, n_classes), strict=True)}
+    scores = dice_per_class(prediction, truth, n_classes)
+    row = {f"dice_{n}{suffix}": d for n, d in zip(class_names, scores, strict=True)}
     if hd95:
         distances = hd95_per_class(prediction, truth, n_classes, spacing)
-        row.update({f"hd95_{n}": d for n, d in zip(class_names, distances, strict=True)})
+        row.update({f"hd95_{n}{suffix}": d for n, d in zip(class_names, distances, strict=True)})
     return row
 
 
+def class_names_of(bundle: ModelBundle) -> list[str]:
+    return [bundle.labels[k].lower() for k in sorted(bundle.labels, key=int)][1:]
+
+
+def score_both(prediction: np.ndarray, item: dict, names: list[str], spacing, hd95: bool) -> dict:
+    """Scores of the raw prediction and of the prediction with every class's largest component kept
+    (a class's score depends only on its own mask, so one pass serves every class)."""
+    truth = item["label"][0]
+    cleaned = keep_largest_component(prediction, list(range(1, len(names) + 1)))
+    return {**score_case(prediction, truth, names, spacing, hd95),
+            **score_case(cleaned, truth, names, spacing, hd95, suffix=LCC)}
+
+
+def evaluate_fold(params: Params, paths: Paths, fold: int, spacing: dict) -> tuple[list[dict], dict]:
+    """Rows for the fold's validation cases, and the fold model's predictions for overlays."""
+    bundle = load_bundle(paths.model_for(fold))
+    nets, names, cfg = bundle.build(pick_device()), class_names_of(bundle), params.evaluate
+    rows, predictions = [], {}
+    for item in load_volumes(paths.preprocessed, validation_cases(paths, fold)):
+        prediction = predict_labels(nets, item["image"], bundle.patch_size, tta=cfg.tta,
+                                    sw_batch_size=cfg.sw_batch_size, overlap=cfg.sw_overlap)
+        case_spacing = spacing[item["case_id"]]["spacing"]
+        rows.append({"case_id": item["case_id"], "fold": fold,
+                     **score_both(prediction, item, names, case_spacing, cfg.hd95)})
+        if len(predictions) < cfg.overlay_cases:
+            predictions[item["case_id"]] = (item, prediction)
+    return rows, predictions
+
+
+def apply_decision(scores: pd.DataFrame, names: list[str], decision: dict) -> pd.DataFrame:
+    """Final per-case table: each class's scores after the chosen postprocessing; raw Dice kept
+    beside it as dice_<class>_raw."""
+    chosen = {names[i - 1] for i in decision["keep_largest_component"]}
+    table = scores[["case_id", "fold"]].copy()
+    for name in names:
+        source = LCC if name in chosen else ""
+        for kind in ("dice", "hd95"):
+            if f"{kind}_{name}" in scores:
+                table[f"{kind}_{name}"] = scores[f"{kind}_{name}{source}"]
+        table[f"dice_{name}_raw"] = scores[f"dice_{name}"]
+    return table
+
+
 def summarise(per_case: pd.DataFrame, class_names: list[str]) -> dict:
-    """Dataset-level metrics: mean over cases of each class, then the mean over classes."""
-    metrics: dict = {"n_cases": int(len(per_case))}
+    """Dataset-level metrics: mean over cases of each class, then the mean over classes, the 95%
+    bootstrap interval of the per-case mean Dice, and each fold's mean Dice."""
+    from segflow.metrics.statistics import bootstrap_ci
+
+    metrics: dict = {"n_cases": int(len(per_case)), "folds": sorted(int(f) for f in per_case["fold"].unique())}
     for kind in ("dice", "hd95"):
         columns = [f"{kind}_{n}" for n in class_names if f"{kind}_{n}" in per_case]
         if columns:
             means = {c: round(float(per_case[c].mean(skipna=True)), 5) for c in columns}
             metrics[f"{kind}_mean"] = round(float(np.mean(list(means.values()))), 5)
             metrics.update(means)
+    case_dice = per_case[[f"dice_{n}" for n in class_names]].mean(axis=1)
+    interval = bootstrap_ci(case_dice.to_numpy())
+    metrics["dice_mean_ci95"] = [round(interval["low"], 5), round(interval["high"], 5)]
+    raw = per_case[[f"dice_{n}_raw" for n in class_names]].mean(axis=0)
+    metrics["dice_mean_before_postprocessing"] = round(float(raw.mean()), 5)
+    for fold, group in per_case.groupby("fold"):
+        metrics[f"dice_mean_fold_{fold}"] = round(float(group[[f"dice_{n}" for n in class_names]].mean().mean()), 5)
     return metrics
 
 
-def run(params: Params, paths: Paths, tracker=None) -> tuple[dict, pd.DataFrame]:
+def write_overlays(paths: Paths, predictions: dict, names: list[str], decision: dict, tracker) -> None:
     from segflow.plots import plot_prediction
 
-    bundle = load_bundle(paths.model)
-    net = bundle.build(pick_device())
-    names = [bundle.labels[k].lower() for k in sorted(bundle.labels, key=int)][1:]
-    spacing = read_json(paths.preprocessed / "index.json")["cases"]
-    cfg = params.evaluate
-    rows, overlays = [], []
-    for i, item in enumerate(load_volumes(paths.preprocessed, validation_cases(paths, params))):
-        prediction = predict_labels(net, item["image"], bundle.patch_size, tta=cfg.tta,
-                                    sw_batch_size=cfg.sw_batch_size, overlap=cfg.sw_overlap)
-        row = {"case_id": item["case_id"],
-               **score_case(prediction, item["label"][0], names, spacing[item["case_id"]]["spacing"], cfg.hd95)}
-        rows.append(row)
-        if i < cfg.overlay_cases:
-            dest = paths.overlays / f"{item['case_id']}.png"
-            plot_prediction(item["case_id"], item["image"][0], item["label"][0], prediction,
-                            [row[f"dice_{n}"] for n in names], dest)
-            overlays.append(dest)
-    per_case = pd.DataFrame(rows)
+    paths.overlays.mkdir(parents=True, exist_ok=True)
+    overlays = []
+    for case_id, (item, prediction) in predictions.items():
+        final = apply_postprocessing(prediction, decision)
+        scores = dice_per_class(final, item["label"][0], len(names) + 1)
+        dest = paths.overlays / f"{case_id}.png"
+        plot_prediction(case_id, item["image"][0], item["label"][0], final, list(scores), dest)
+        overlays.append(dest)
     if tracker:
         tracker.log_images("evaluate/overlays", overlays)
-    return summarise(per_case, names), per_case
+
+
+def run(params: Params, paths: Paths, tracker=None) -> tuple[dict, pd.DataFrame, dict]:
+    spacing = read_json(paths.preprocessed / "index.json")["cases"]
+    rows, predictions = [], {}
+    for fold in params.split.folds:
+        fold_rows, fold_predictions = evaluate_fold(params, paths, fold, spacing)
+        rows += fold_rows
+        predictions.update(list(fold_predictions.items())[: params.evaluate.overlay_cases - len(predictions)])
+    names = class_names_of(load_bundle(paths.model_for(params.split.folds[0])))
+    scores = pd.DataFrame(rows)
+    decision = (choose_postprocessing(scores, names) if params.evaluate.postprocess
+                else {"keep_largest_component": [], "rule": "evaluate.postprocess is false"})
+    per_case = apply_decision(scores, names, decision)
+    write_overlays(paths, predictions, names, decision, tracker)
+    return summarise(per_case, names), per_case, decision
 
 
 def main(params: Params, paths: Paths, tracker=None) -> dict:
-    paths.overlays.mkdir(parents=True, exist_ok=True)
-    metrics, per_case = run(params, paths, tracker)
+    metrics, per_case, decision = run(params, paths, tracker)
     write_csv(paths.per_case, per_case.round(5))
+    write_json(paths.postprocessing, decision)
     write_json(paths.metrics, metrics)
+    kept = decision["keep_largest_component"]
+    print(f"evaluate: {metrics['n_cases']} out-of-fold cases over folds {metrics['folds']}: mean Dice "
+          f"{metrics['dice_mean']} (95% CI {metrics['dice_mean_ci95']}); largest-component "
+          f"postprocessing for classes {kept or 'none'}")
     if tracker:
-        tracker.summary(metrics)
+        tracker.summary({k: v for k, v in metrics.items() if not isinstance(v, list)})
         tracker.log_table("evaluate/per_case", per_case)
     return metrics

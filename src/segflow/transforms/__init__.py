@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from segflow.config import AugmentConfig
+from segflow.config import AUTO, AugmentConfig
+
+
+def resolved_patch_size(cfg: AugmentConfig) -> list[int]:
+    """`cfg.patch_size` as a list; transforms need the plan's value, never the `auto` placeholder."""
+    if cfg.patch_size == AUTO:
+        raise ValueError("augment.patch_size is still 'auto': resolve params with the plan "
+                         "(artifacts/plan/plan.json) before building transforms")
+    return list(cfg.patch_size)
 
 
 def build_training_transforms(cfg: AugmentConfig, spatial_dims: int) -> tuple[list, list]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 from segflow.config import AugmentConfig
+from segflow.transforms import resolved_patch_size
 
 KEYS = ("image", "label")
 
@@ -17,27 +18,61 @@ def build_cached_transforms(cfg: AugmentConfig) -> list:
     """Deterministic: pad to at least the patch, precompute foreground/background voxel indices."""
     from monai import transforms as T
 
-    return [T.SpatialPadd(KEYS, spatial_size=list(cfg.patch_size)), T.FgBgToIndicesd("label")]
+    return [T.SpatialPadd(KEYS, spatial_size=resolved_patch_size(cfg)), T.FgBgToIndicesd("label")]
+
+
+def build_spatial_transforms(cfg: AugmentConfig, spatial_dims: int) -> list:
+    """Flips, rotation and zoom on image and label (nearest for the label: no new class values)."""
+    from monai import transforms as T
+
+    angle = math.radians(cfg.rotate_range_deg)
+    return [
+        *[T.RandFlipd(KEYS, prob=cfg.flip_prob, spatial_axis=axis) for axis in range(spatial_dims)],
+        T.RandRotated(KEYS, range_x=angle, range_y=angle, range_z=angle, prob=cfg.rotate_prob,
+                      mode=("bilinear", "nearest"), padding_mode="zeros", keep_size=True),
+        T.RandZoomd(KEYS, min_zoom=1 - cfg.scale_range, max_zoom=1 + cfg.scale_range, prob=cfg.scale_prob,
+                    mode=("trilinear", "nearest"), padding_mode="constant", keep_size=True),
+    ]
+
+
+def as_monai_factors(multiplier_range: tuple[float, float]) -> tuple[float, float]:
+    """MONAI scales intensities by (1 + factor): a multiplier range as MONAI's factor range."""
+    low, high = multiplier_range
+    return low - 1, high - 1
+
+
+def build_intensity_transforms(cfg: AugmentConfig) -> list:
+    """nnU-Net's intensity set on the image only: noise, blur, brightness, contrast, gamma, shift.
+
+    Contrast and gamma keep the image's own [min, max], so z-scored values stay in range.
+    """
+    from monai import transforms as T
+
+    return [
+        T.RandGaussianNoised("image", prob=cfg.noise_prob, std=cfg.noise_std),
+        T.RandGaussianSmoothd("image", sigma_x=cfg.blur_sigma, sigma_y=cfg.blur_sigma, sigma_z=cfg.blur_sigma,
+                              prob=cfg.blur_prob),
+        T.RandScaleIntensityd("image", factors=as_monai_factors(cfg.brightness_range), prob=cfg.brightness_prob),
+        T.RandScaleIntensityFixedMeand("image", factors=as_monai_factors(cfg.contrast_range), fixed_mean=True,
+                                       preserve_range=True, prob=cfg.contrast_prob),
+        # Gamma on the image rescaled to [0, 1] and back (MONAI does this), so negatives are safe.
+        T.RandAdjustContrastd("image", gamma=cfg.gamma_range, retain_stats=False, prob=cfg.gamma_prob),
+        T.RandShiftIntensityd("image", offsets=cfg.intensity_shift, prob=cfg.intensity_shift_prob),
+    ]
 
 
 def build_random_transforms(cfg: AugmentConfig) -> list:
     """Random: foreground-oversampled patch, then nnU-Net-style spatial and intensity augmentation."""
     from monai import transforms as T
 
-    patch = list(cfg.patch_size)
-    angle = math.radians(cfg.rotate_range_deg)
+    patch = resolved_patch_size(cfg)
     return [
         T.RandCropByPosNegLabeld(KEYS, label_key="label", spatial_size=patch,
                                  pos=cfg.foreground_oversample, neg=1.0 - cfg.foreground_oversample,
                                  num_samples=1, fg_indices_key="label_fg_indices",
                                  bg_indices_key="label_bg_indices"),
-        *[T.RandFlipd(KEYS, prob=cfg.flip_prob, spatial_axis=axis) for axis in range(len(patch))],
-        T.RandRotated(KEYS, range_x=angle, range_y=angle, range_z=angle, prob=cfg.rotate_prob,
-                      mode=("bilinear", "nearest"), padding_mode="zeros", keep_size=True),
-        T.RandZoomd(KEYS, min_zoom=1 - cfg.scale_range, max_zoom=1 + cfg.scale_range, prob=cfg.scale_prob,
-                    mode=("trilinear", "nearest"), padding_mode="constant", keep_size=True),
-        T.RandGaussianNoised("image", prob=cfg.noise_prob, std=cfg.noise_std),
-        T.RandShiftIntensityd("image", offsets=cfg.intensity_shift, prob=cfg.intensity_shift_prob),
+        *build_spatial_transforms(cfg, len(patch)),
+        *build_intensity_transforms(cfg),
         T.DeleteItemsd(["label_fg_indices", "label_bg_indices"]),
         T.EnsureTyped(KEYS, track_meta=False),
     ]

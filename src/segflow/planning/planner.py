@@ -1,0 +1,532 @@
+"""Dataset fingerprint + params.yaml -> the training plan (nnU-Net's experiment planner).
+
+Every `auto` in params.yaml gets its value here, once, by a small named rule; explicit values
+win and the dependent choices honour them (an explicit patch gets a batch sized for it, explicit
+channels are what the memory estimate sees). The result is a frozen `Plan` stored as
+artifacts/plan/plan.json and read back through `Plan.load`; `resolve_params` puts its values
+into a copy of the params, so downstream stages never re-derive a choice.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from segflow.config import AUTO, ConfigError, Params, parse_params
+from segflow.data.preprocess import resampled_shape
+from segflow.io import read_json, write_json
+from segflow.planning.memory import MemoryModel, training_memory_model
+
+PLAN_FORMAT = "segflow-plan/1"
+# Target spacing: a median axis more than 3x coarser than the finest is "anisotropic" and takes
+# its 10th percentile, so the few finely sampled cases are not thrown away (nnU-Net).
+ANISOTROPY_RATIO = 3.0
+COARSE_AXIS_PERCENTILE = 10
+# Topology: halve an axis while its bottleneck side stays >= 4 voxels, at most 5 times.
+MIN_BOTTLENECK_SIDE = 4
+MAX_LEVELS = 5
+# Width of the first level, doubling per level up to 320 (nnU-Net's cap). CPU training is
+# compute-bound, so half nnU-Net's 32 there (the tuned Hippocampus default [16, 32, 64, 128]).
+BASE_WIDTH = {"cpu": 16, "cuda": 32}
+MAX_WIDTH = 320
+SWIN_FEATURE_SIZE = {"cpu": 24, "cuda": 48}  # SwinUNETR needs a multiple of 12
+# 64³ (3D) or 512² (2D) voxels: beyond this one CPU epoch takes minutes per case.
+CPU_MAX_PATCH_VOXELS = 2**18
+# Measured on Hippocampus: batch 4 gives more updates per CPU-minute than 8 (Dice 0.862 vs 0.850).
+CPU_BATCH_SIZE = 4
+MIN_CUDA_BATCH_SIZE = 2
+PATCH_CHECK_BATCH_SIZE = 2  # the patch must fit the budget at least at this batch
+DATASET_SHARE_PER_BATCH = 0.05  # a batch sees at most 5% of the dataset's voxels (nnU-Net)
+# Networks whose input must divide by a fixed factor: 4 poolings (BasicUNet), ViT patches of 16
+# (UNETR), 5 halvings (SwinUNETR).
+FIXED_DIVISOR = {"BasicUNet": 16, "BasicUNetPlusPlus": 16, "UNETR": 16, "SwinUNETR": 32}
+SEGRESNET_BLOCKS_DOWN = (1, 2, 2, 4)  # MONAI's default
+MAX_PATCH_STEPS = 200
+MIN_PATCH_SIDE = 16  # shrinking stops here: smaller patches see too little context to learn from
+# "CT" starting a word, case-insensitive: "CT", "ct_arterial", "non-contrast CT", not "spectral".
+CT_MODALITY = re.compile(r"(?<![a-z])ct", re.IGNORECASE)
+
+
+class ChannelNormalisation(BaseModel):
+    """How one image channel is normalised: `zscore` per case, or `ct`: clip to `clip` then
+    subtract the dataset's foreground `mean` and divide by its `std`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    scheme: Literal["zscore", "ct"]
+    clip: tuple[float, float] | None = None
+    mean: float | None = None
+    std: float | None = None
+
+    @model_validator(mode="after")
+    def _ct_has_statistics(self) -> ChannelNormalisation:
+        if self.scheme == "ct" and (self.clip is None or self.mean is None or self.std is None):
+            raise ValueError("the ct scheme needs clip, mean and std")
+        return self
+
+
+class Preprocessing(BaseModel):
+    """What a case needs before the network sees it; a plain dict inside model files."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    target_spacing: list[float]
+    normalisation: list[ChannelNormalisation]
+
+
+class Plan(BaseModel):
+    """The planned settings, each with the reason it was chosen (artifacts/plan/plan.json)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    format: Literal["segflow-plan/1"] = PLAN_FORMAT
+    device: Literal["cpu", "cuda"]
+    memory_budget_gb: float
+    spatial_dims: int
+    target_spacing: list[float]
+    median_shape: list[int]  # after resampling to target_spacing
+    normalisation: list[ChannelNormalisation]
+    patch_size: list[int]
+    batch_size: int
+    network: str
+    network_args: dict  # complete MONAI constructor arguments
+    estimated_memory_gb: float
+    reasons: dict[str, str]
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return Preprocessing(target_spacing=self.target_spacing, normalisation=self.normalisation)
+
+    @classmethod
+    def load(cls, path: Path | str) -> Plan:
+        """Read plan.json; a missing or invalid file is a `ConfigError` naming it."""
+        path = Path(path)
+        try:
+            raw = read_json(path)
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no plan; run the plan stage first (dvc repro plan)") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: not valid JSON ({exc}); rerun the plan stage") from None
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<top level>'}: {e['msg']}"
+                                 for e in exc.errors(include_url=False))
+            raise ConfigError(f"{path} is not a valid plan ({problems}); rerun the plan stage") from None
+
+    def save(self, path: Path | str) -> None:
+        write_json(path, self.model_dump(mode="json"))
+
+
+# -- device -----------------------------------------------------------------------------------
+
+def plan_device(requested: str, cuda_available: bool | None = None) -> tuple[str, str]:
+    """train.device; `auto` is cuda when a GPU is visible at plan time."""
+    if requested != AUTO:
+        return requested, f"train.device is {requested}"
+    if cuda_available is None:
+        import torch
+
+        cuda_available = torch.cuda.is_available()
+    found = "a CUDA GPU is" if cuda_available else "no CUDA GPU is"
+    return ("cuda" if cuda_available else "cpu"), f"train.device is auto and {found} visible at plan time"
+
+
+# -- spacing and shape ------------------------------------------------------------------------
+
+def plan_target_spacing(spacings: Sequence[Sequence[float]]) -> tuple[list[float], str]:
+    """Median spacing per axis; a very coarse axis takes its 10th percentile instead (never finer
+    than the other axes), as nnU-Net does for thick-slice data."""
+    spacings = np.asarray(spacings, dtype=np.float64)
+    target = np.median(spacings, axis=0)
+    coarse = int(np.argmax(target))
+    if target[coarse] / target.min() <= ANISOTROPY_RATIO:
+        return [float(s) for s in target], "median spacing of the cases per axis"
+    others = max(np.delete(target, coarse))
+    target[coarse] = max(float(np.percentile(spacings[:, coarse], COARSE_AXIS_PERCENTILE)), others)
+    return [float(s) for s in target], (
+        f"median spacing per axis, but axis {coarse} is over {ANISOTROPY_RATIO:g}x coarser than the finest, "
+        f"so it takes its {COARSE_AXIS_PERCENTILE}th percentile")
+
+
+def median_resampled_shape(shapes: Sequence[Sequence[int]], spacings: Sequence[Sequence[float]],
+                           target: Sequence[float]) -> list[int]:
+    resampled = [resampled_shape(shape, spacing, target) for shape, spacing in zip(shapes, spacings, strict=True)]
+    return [int(round(v)) for v in np.median(np.asarray(resampled), axis=0)]
+
+
+def dataset_voxels(shapes: Sequence[Sequence[int]], spacings: Sequence[Sequence[float]],
+                   target: Sequence[float]) -> int:
+    """All voxels of the dataset at the target spacing."""
+    return int(sum(math.prod(resampled_shape(shape, spacing, target))
+                   for shape, spacing in zip(shapes, spacings, strict=True)))
+
+
+# -- normalisation ----------------------------------------------------------------------------
+
+def channel_scheme(modality: str, requested: str) -> str:
+    if requested != AUTO:
+        return requested
+    return "ct" if CT_MODALITY.search(modality) else "zscore"
+
+
+def ct_normalisation(statistics: dict | None, channel: int) -> ChannelNormalisation:
+    if not statistics:
+        raise ConfigError(f"augment.normalisation: ct needs foreground intensities of channel {channel}, "
+                          "but no case has a voxel labelled > 0")
+    return ChannelNormalisation(scheme="ct", clip=(statistics["percentile_00_5"], statistics["percentile_99_5"]),
+                                mean=statistics["mean"], std=statistics["std"])
+
+
+def plan_normalisation(fingerprint: dict, requested: str) -> tuple[list[ChannelNormalisation], str]:
+    """Per channel: CT (fixed physical units) clips to the foreground's 0.5-99.5 percentiles and
+    uses the dataset's foreground z-score; other modalities (arbitrary scanner units) are
+    z-scored per case. An explicit augment.normalisation applies to every channel."""
+    schemes, described = [], []
+    for channel in range(fingerprint["n_channels"]):
+        modality = fingerprint["modality"].get(str(channel), "")
+        scheme = channel_scheme(modality, requested)
+        schemes.append(ct_normalisation(fingerprint["foreground_intensity"].get(str(channel)), channel)
+                       if scheme == "ct" else ChannelNormalisation(scheme="zscore"))
+        described.append(f"channel {channel} ({modality or 'unnamed'}): {scheme}")
+    why = "augment.normalisation is explicit" if requested != AUTO else "auto: ct for CT, per-case zscore otherwise"
+    return schemes, f"{'; '.join(described)} ({why})"
+
+
+# -- topology ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Topology:
+    """Encoder levels: `strides[level][axis]` is 2 where that axis halves; `kernels[resolution][axis]`
+    is the convolution size there (1 on an axis still much coarser than the others)."""
+
+    strides: list[list[int]]
+    kernels: list[list[int]]
+
+
+def level_strides(sides: list[float], spacings: list[float], forced: bool) -> list[int]:
+    """Halve each axis that keeps >= MIN_BOTTLENECK_SIDE voxels and is at most twice as coarse as
+    the finest axis (a thick-slice axis waits for the others to catch up); `forced`: any axis
+    that can halve at all."""
+    finest = min(spacings)
+    level = [2 if side / 2 >= MIN_BOTTLENECK_SIDE and spacing <= 2 * finest else 1
+             for side, spacing in zip(sides, spacings, strict=True)]
+    if forced and 2 not in level:
+        level = [2 if side >= 2 else 1 for side in sides]
+    return level
+
+
+def plan_topology(patch_size: Sequence[int], spacing: Sequence[float], levels: int | None = None) -> Topology:
+    """nnU-Net's pooling plan for `patch_size` at `spacing`: levels until no axis can halve, at
+    most MAX_LEVELS, at least one; `levels` (from explicit channels/strides) fixes the count."""
+    sides, spacings = [float(s) for s in patch_size], [float(s) for s in spacing]
+    strides, resolutions = [], [list(spacings)]
+    while len(strides) < (levels if levels is not None else MAX_LEVELS):
+        level = level_strides(sides, spacings, forced=levels is not None or not strides)
+        if 2 not in level and levels is None:
+            break
+        strides.append(level)
+        sides = [side / s for side, s in zip(sides, level, strict=True)]
+        spacings = [sp * s for sp, s in zip(spacings, level, strict=True)]
+        resolutions.append(list(spacings))
+    kernels = [[3 if sp <= 2 * min(res) else 1 for sp in res] for res in resolutions]
+    return Topology(strides, kernels)
+
+
+def compact(per_axis: list[int]) -> int | list[int]:
+    """2 rather than [2, 2, 2]: MONAI takes either; params.yaml reads better."""
+    return per_axis[0] if len(set(per_axis)) == 1 else list(per_axis)
+
+
+def plan_widths(n_levels: int, device: str) -> list[int]:
+    return [min(BASE_WIDTH[device] * 2**level, MAX_WIDTH) for level in range(n_levels)]
+
+
+def stride_product(strides: Sequence, spatial_dims: int) -> list[int]:
+    """Per-axis product of MONAI strides given as ints or per-axis sequences."""
+    per_axis = [[s] * spatial_dims if isinstance(s, int) else list(s) for s in strides]
+    return [math.prod(level[axis] for level in per_axis) for axis in range(spatial_dims)]
+
+
+# -- network arguments ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class NetworkContext:
+    """What the network rules need besides the patch: params' model args, spacing, device."""
+
+    name: str
+    args: dict  # params.model constructor arguments, possibly with "auto"
+    spacing: list[float]
+    device: str
+
+    def explicit(self, key: str):
+        value = self.args.get(key, AUTO)
+        return None if value == AUTO else value
+
+
+def unet_args(ctx: NetworkContext, patch: list[int]) -> dict:
+    """UNet / AttentionUnet: widths doubling per level, nnU-Net's per-axis strides."""
+    strides, channels = ctx.explicit("strides"), ctx.explicit("channels")
+    levels = len(strides) if strides else (len(channels) - 1 if channels else None)
+    topology = plan_topology(patch, ctx.spacing, levels)
+    strides = strides or [compact(level) for level in topology.strides]
+    return {"channels": plan_widths(len(strides) + 1, ctx.device), "strides": strides}
+
+
+def dynunet_args(ctx: NetworkContext, patch: list[int]) -> dict:
+    """DynUNet: nnU-Net's own layout (first stride 1, kernel 1 on a still-coarse axis)."""
+    explicit = next((ctx.explicit(k) for k in ("strides", "kernel_size", "filters") if ctx.explicit(k)), None)
+    topology = plan_topology(patch, ctx.spacing, len(explicit) - 1 if explicit else None)
+    strides = ctx.explicit("strides") or [1, *(compact(level) for level in topology.strides)]
+    return {"kernel_size": [compact(k) for k in topology.kernels], "strides": strides,
+            "upsample_kernel_size": strides[1:], "filters": plan_widths(len(strides), ctx.device)}
+
+
+def basic_unet_args(ctx: NetworkContext, patch: list[int]) -> dict:
+    base = BASE_WIDTH[ctx.device]
+    return {"features": [base, base, 2 * base, 4 * base, 8 * base, base]}
+
+
+def segresnet_args(ctx: NetworkContext, patch: list[int]) -> dict:
+    return {"init_filters": BASE_WIDTH[ctx.device]}
+
+
+def unetr_args(ctx: NetworkContext, patch: list[int]) -> dict:
+    return {"img_size": list(patch), "feature_size": BASE_WIDTH[ctx.device]}
+
+
+def swin_unetr_args(ctx: NetworkContext, patch: list[int]) -> dict:
+    """MONAI 1.6's SwinUNETR takes no img_size: any multiple of 32 goes."""
+    return {"feature_size": SWIN_FEATURE_SIZE[ctx.device]}
+
+
+NETWORK_RULES = {"UNet": unet_args, "AttentionUnet": unet_args, "DynUNet": dynunet_args,
+                 "BasicUNet": basic_unet_args, "BasicUNetPlusPlus": basic_unet_args,
+                 "SegResNet": segresnet_args, "UNETR": unetr_args, "SwinUNETR": swin_unetr_args}
+
+
+def required_arguments(name: str) -> set[str]:
+    """Constructor arguments of network `name` without a default."""
+    from segflow.models.factory import network_class
+
+    parameters = inspect.signature(network_class(name).__init__).parameters.values()
+    return {p.name for p in parameters if p.default is inspect.Parameter.empty and p.name != "self"
+            and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+
+
+def complete_network_args(ctx: NetworkContext, patch: list[int]) -> dict:
+    """params' model args with every `auto` (and every absent required argument) planned."""
+    wanted = {k for k, v in ctx.args.items() if v == AUTO} | (required_arguments(ctx.name) - set(ctx.args))
+    planned = NETWORK_RULES.get(ctx.name, lambda *_: {})(ctx, patch)
+    unplanned = sorted(wanted - set(planned))
+    if unplanned:
+        raise ConfigError(f"model.{unplanned[0]}: the planner has no value for {ctx.name}; set it in params.yaml")
+    return {**ctx.args, **{key: planned[key] for key in wanted}}
+
+
+def network_divisor(name: str, args: dict, spatial_dims: int) -> list[int]:
+    """What every patch side must divide by for network `name` built from `args`."""
+    if name in ("UNet", "AttentionUnet", "DynUNet"):
+        return stride_product(args["strides"], spatial_dims)
+    if name == "SegResNet":
+        return [2 ** (len(args.get("blocks_down", SEGRESNET_BLOCKS_DOWN)) - 1)] * spatial_dims
+    return [FIXED_DIVISOR.get(name, 1)] * spatial_dims
+
+
+# -- patch --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Budget:
+    """Where the patch must fit: the device and its memory budget."""
+
+    device: str
+    memory_gb: float
+    amp: bool
+
+
+def round_up(shape: Sequence[int], divisor: Sequence[int]) -> list[int]:
+    return [int(math.ceil(side / d) * d) for side, d in zip(shape, divisor, strict=True)]
+
+
+def fit_network(ctx: NetworkContext, shape: list[int]) -> tuple[list[int], dict]:
+    """Round `shape` up to the divisor of the network planned for it, until they agree (a larger
+    patch may allow one more level, and so a larger divisor)."""
+    for _ in range(MAX_LEVELS + 2):
+        args = complete_network_args(ctx, shape)
+        rounded = round_up(shape, network_divisor(ctx.name, args, len(shape)))
+        if rounded == shape:
+            break
+        shape = rounded
+    return shape, complete_network_args(ctx, shape)
+
+
+def shrink_largest_axis(patch: list[int], divisor: list[int]) -> list[int]:
+    """One divisor step off the largest side that can lose one and keep MIN_PATCH_SIDE (unchanged
+    when none can)."""
+    shrinkable = [axis for axis, (side, d) in enumerate(zip(patch, divisor, strict=True))
+                  if side - d >= max(MIN_PATCH_SIDE, d)]
+    if not shrinkable:
+        return patch
+    axis = max(shrinkable, key=lambda a: patch[a])
+    return [side - divisor[a] if a == axis else side for a, side in enumerate(patch)]
+
+
+def fits(ctx: NetworkContext, patch: list[int], args: dict, budget: Budget) -> bool:
+    """Within the CPU voxel cap (checked first: it is free) and the memory budget at batch 2."""
+    if budget.device == "cpu" and math.prod(patch) > CPU_MAX_PATCH_VOXELS:
+        return False
+    memory = training_memory_model(ctx.name, args, patch, budget.amp)
+    return memory.total_gb(PATCH_CHECK_BATCH_SIZE) <= budget.memory_gb
+
+
+def plan_patch_size(ctx: NetworkContext, median_shape: list[int], budget: Budget) -> tuple[list[int], dict, str]:
+    """The median shape rounded up to the network's divisor, its largest side shrunk while it
+    does not fit; returns the patch, the network args planned for it and why."""
+    patch, args = fit_network(ctx, list(median_shape))
+    shrunk = False
+    for _ in range(MAX_PATCH_STEPS):
+        if fits(ctx, patch, args, budget):
+            break
+        smaller = shrink_largest_axis(patch, network_divisor(ctx.name, args, len(patch)))
+        if smaller == patch:
+            raise ConfigError(f"train.memory_budget_gb: {budget.memory_gb:g} GB is too small for {ctx.name} on "
+                              f"{budget.device}, even with patch {patch} at batch {PATCH_CHECK_BATCH_SIZE}")
+        patch, args = fit_network(ctx, smaller)
+        shrunk = True
+    divisor = network_divisor(ctx.name, args, len(patch))
+    cap = f"at most {CPU_MAX_PATCH_VOXELS} voxels and " if budget.device == "cpu" else ""
+    fitted = f"{cap}{budget.memory_gb:g} GB at batch {PATCH_CHECK_BATCH_SIZE}"
+    limit = f", then its largest side shrunk to fit {fitted}" if shrunk else ""
+    return patch, args, (f"median shape {median_shape} at target spacing rounded up to a multiple of {divisor} "
+                         f"({ctx.name}'s divisor){limit}")
+
+
+def explicit_patch_size(params: Params) -> list[int] | None:
+    """augment.patch_size, or UNETR's explicit img_size (the two must agree)."""
+    if params.augment.patch_size != AUTO:
+        return list(params.augment.patch_size)
+    img_size = params.model.network_args().get("img_size", AUTO) if params.model.name == "UNETR" else AUTO
+    if img_size == AUTO:
+        return None
+    return [img_size] * params.model.spatial_dims if isinstance(img_size, int) else list(img_size)
+
+
+def describe_explicit_patch(ctx: NetworkContext, patch: list[int], args: dict) -> str:
+    divisor = network_divisor(ctx.name, args, len(patch))
+    fits_network = all(side % d == 0 for side, d in zip(patch, divisor, strict=True))
+    return "augment.patch_size is explicit" + ("" if fits_network else f" (not a multiple of {divisor}, "
+                                                                        f"{ctx.name}'s divisor)")
+
+
+# -- batch --------------------------------------------------------------------------------------
+
+def plan_batch_size(memory: MemoryModel, budget: Budget, patch: list[int], total_voxels: int) -> tuple[int, str]:
+    """cuda: the largest batch within the budget, at most 5% of the dataset per batch, at least 2.
+    cpu: 4 (more updates per CPU-minute than larger batches), lowered to fit the budget."""
+    if budget.device == "cpu":
+        batch = CPU_BATCH_SIZE
+        while batch > 1 and memory.total_gb(batch) > budget.memory_gb:
+            batch -= 1
+        return batch, f"CPU default {CPU_BATCH_SIZE} (more updates per CPU-minute than larger batches)" + (
+            f", lowered to fit {budget.memory_gb:g} GB" if batch < CPU_BATCH_SIZE else "")
+    fitting = memory.largest_batch(budget.memory_gb)
+    share_cap = int(DATASET_SHARE_PER_BATCH * total_voxels // math.prod(patch))
+    batch = max(min(fitting, share_cap), MIN_CUDA_BATCH_SIZE)
+    return batch, (f"largest batch within {budget.memory_gb:g} GB is {fitting}, and 5% of the dataset's voxels "
+                   f"allow {share_cap} patches per batch; at least {MIN_CUDA_BATCH_SIZE}")
+
+
+# -- the plan -----------------------------------------------------------------------------------
+
+def describe_network(ctx: NetworkContext, args: dict) -> str:
+    """Which constructor arguments were planned, and by what rule."""
+    planned = sorted(key for key in args if ctx.args.get(key, AUTO) == AUTO)
+    if not planned:
+        return "every constructor argument is explicit in params.yaml"
+    shown = ", ".join(f"{key}={args[key]}" for key in planned)
+    return (f"planned {shown} (width base {BASE_WIDTH[ctx.device]} on {ctx.device}, doubling per level; "
+            f"an axis halves while it keeps >= {MIN_BOTTLENECK_SIDE} voxels, at most {MAX_LEVELS} levels)")
+
+
+def network_memory(ctx: NetworkContext, args: dict, patch: list[int], budget: Budget, why_patch: str) -> MemoryModel:
+    """The memory model of the planned network; a patch it cannot run on is a ConfigError."""
+    try:
+        return training_memory_model(ctx.name, args, patch, budget.amp)
+    except ValueError as exc:
+        raise ConfigError(f"augment.patch_size {patch} ({why_patch}): {exc}") from None
+
+
+def check_fingerprint(fingerprint: dict, params: Params) -> None:
+    if fingerprint.get("spatial_dims") != params.model.spatial_dims:
+        raise ConfigError(f"model.spatial_dims is {params.model.spatial_dims} but the fingerprint is "
+                          f"{fingerprint.get('spatial_dims')}D; rerun the plan stage")
+    if fingerprint["n_channels"] != params.model.in_channels:
+        raise ConfigError(f"model.in_channels is {params.model.in_channels} but the cases have "
+                          f"{fingerprint['n_channels']} channel(s)")
+
+
+def plan_spacing(fingerprint: dict, params: Params) -> tuple[list[float], str]:
+    if params.augment.target_spacing != AUTO:
+        return list(params.augment.target_spacing), "augment.target_spacing is explicit"
+    return plan_target_spacing(fingerprint["spacings"])
+
+
+def make_plan(fingerprint: dict, params: Params, cuda_available: bool | None = None) -> Plan:
+    """Every planned setting from the fingerprint, params (explicit values win) and the device."""
+    check_fingerprint(fingerprint, params)
+    reasons = {}
+    device, reasons["device"] = plan_device(params.train.device, cuda_available)
+    spacing, reasons["target_spacing"] = plan_spacing(fingerprint, params)
+    median_shape = median_resampled_shape(fingerprint["shapes"], fingerprint["spacings"], spacing)
+    normalisation, reasons["normalisation"] = plan_normalisation(fingerprint, params.augment.normalisation)
+    budget = Budget(device, params.train.memory_budget_gb, params.train.amp and device == "cuda")
+    ctx = NetworkContext(params.model.name, params.model.network_args(), spacing, device)
+    patch = explicit_patch_size(params)
+    if patch is None:
+        patch, args, reasons["patch_size"] = plan_patch_size(ctx, median_shape, budget)
+    else:
+        args = complete_network_args(ctx, patch)
+        reasons["patch_size"] = describe_explicit_patch(ctx, patch, args)
+    reasons["network_args"] = describe_network(ctx, args)
+    memory = network_memory(ctx, args, patch, budget, reasons["patch_size"])
+    if params.train.batch_size != AUTO:
+        batch, reasons["batch_size"] = params.train.batch_size, "train.batch_size is explicit"
+    else:
+        total = dataset_voxels(fingerprint["shapes"], fingerprint["spacings"], spacing)
+        batch, reasons["batch_size"] = plan_batch_size(memory, budget, patch, total)
+    return Plan(device=device, memory_budget_gb=budget.memory_gb, spatial_dims=params.model.spatial_dims,
+                target_spacing=spacing, median_shape=median_shape, normalisation=normalisation, patch_size=patch,
+                batch_size=batch, network=ctx.name, network_args=args,
+                estimated_memory_gb=round(memory.total_gb(batch), 3), reasons=reasons)
+
+
+# -- params with the plan's values ----------------------------------------------------------------
+
+def plan_values(plan: Plan) -> dict[str, dict]:
+    """The plan's value for each params key that may be `auto`, by section."""
+    return {"augment": {"patch_size": plan.patch_size, "target_spacing": plan.target_spacing,
+                        "normalisation": plan.normalisation[0].scheme},
+            "model": plan.network_args,
+            "train": {"batch_size": plan.batch_size, "device": plan.device}}
+
+
+def resolve_params(params: Params, plan: Plan) -> Params:
+    """A copy of `params` with every `auto` replaced by the plan's value; the model section also
+    gains the required constructor arguments the plan filled in, so it builds the plan's network."""
+    if (plan.network, plan.spatial_dims) != (params.model.name, params.model.spatial_dims):
+        raise ConfigError(f"the plan is for a {plan.spatial_dims}D {plan.network} but params.yaml asks for a "
+                          f"{params.model.spatial_dims}D {params.model.name}; rerun the plan stage")
+    raw, values = params.model_dump(by_alias=True), plan_values(plan)
+    for section, keys in raw.items():
+        for key in [k for k, v in keys.items() if v == AUTO] if isinstance(keys, dict) else []:
+            if key not in values.get(section, {}):
+                raise ConfigError(f"{section}.{key} is auto but the plan has no value for it")
+            keys[key] = values[section][key]
+    raw["model"] = {**plan.network_args, **raw["model"]}
+    return parse_params(raw, source="params.yaml with the plan's values")
