@@ -31,7 +31,8 @@ def report_lines(root: Path) -> list[str]:
         where = registration.get("model_dir", "not registered")
         lines.append(f"  model          {where}  ({registration['reason']})")
     for label, path in (("per-case", paths.per_case), ("overlays", paths.overlays),
-                        ("aug. preview", paths.augment_preview), ("train curves", paths.history)):
+                        ("aug. preview", paths.augment_preview), ("train curves", paths.train_dir),
+                        ("plan", paths.plan)):
         if path.exists():
             lines.append(f"  {label:<14} {path}")
     lines.append("  plots          run `make plots` (offline HTML + PNG); W&B runs in .segflow/wandb "
