@@ -36,6 +36,13 @@ def network_class(name: str) -> type:
     return getattr(importlib.import_module(module_name), class_name)
 
 
+def required_arguments(cls: type) -> set[str]:
+    """Constructor arguments of `cls` that have no default."""
+    parameters = inspect.signature(cls.__init__).parameters.values()
+    return {p.name for p in parameters if p.default is inspect.Parameter.empty and p.name != "self"
+            and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+
+
 def check_arguments(name: str, cls: type, args: dict) -> None:
     """Refuse arguments the constructor does not take, and required ones that are missing."""
     signature = inspect.signature(cls.__init__)
@@ -43,12 +50,7 @@ def check_arguments(name: str, cls: type, args: dict) -> None:
     unknown = sorted(set(args) - accepted)
     if unknown:
         raise ValueError(f"model: {name} takes no argument(s) {unknown}; it accepts {sorted(accepted)}")
-    required = {
-        p.name for p in signature.parameters.values()
-        if p.default is inspect.Parameter.empty and p.name != "self"
-        and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-    }
-    missing = sorted(required - set(args))
+    missing = sorted(required_arguments(cls) - set(args))
     if missing:
         raise ValueError(f"model: {name} needs argument(s) {missing}")
 

@@ -9,7 +9,6 @@ into a copy of the params, so downstream stages never re-derive a choice.
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import re
@@ -313,11 +312,9 @@ NETWORK_RULES = {"UNet": unet_args, "AttentionUnet": unet_args, "DynUNet": dynun
 
 def required_arguments(name: str) -> set[str]:
     """Constructor arguments of network `name` without a default."""
-    from segflow.models.factory import network_class
+    from segflow.models import factory
 
-    parameters = inspect.signature(network_class(name).__init__).parameters.values()
-    return {p.name for p in parameters if p.default is inspect.Parameter.empty and p.name != "self"
-            and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    return factory.required_arguments(factory.network_class(name))
 
 
 def complete_network_args(ctx: NetworkContext, patch: list[int]) -> dict:
