@@ -10,12 +10,14 @@ export PATH := $(BIN):$(PATH)
 # Everything else segflow sets (analytics off, PREFECT_HOME and WANDB_* dirs inside the project,
 # W&B offline unless configured) lives in src/segflow/env.py; `make env` prints it.
 
-.PHONY: setup data run repro test test-fast plots env clean help
+.PHONY: setup data run repro test test-fast plots env clean help deploy pools
 help:
 	@echo "make run    set up, fetch data, run the whole pipeline (dvc repro)"
 	@echo "make test   set up, run the tests"
 	@echo "make plots  render DVC plots to artifacts/plots (offline HTML + PNG)"
 	@echo "make env    print the environment segflow sets"
+	@echo "make pools  create the Prefect work pools for one machine (PREFECT_API_URL set)"
+	@echo "make deploy register prefect.yaml's deployments and schedules (PREFECT_API_URL set)"
 
 $(STAMP): pyproject.toml requirements.lock
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -56,6 +58,20 @@ plots: setup
 
 env: setup
 	@$(BIN)/segflow env
+
+# One machine: both pools are process pools (a cluster creates segflow-gpu from
+# infra/prefect/kubernetes-gpu-pool.json instead; see README "Run on a cluster").
+pools: setup
+	$(BIN)/prefect work-pool create segflow-cpu --type process --overwrite \
+	  --base-job-template infra/prefect/process-pool.json
+	$(BIN)/prefect work-pool create segflow-gpu --type process --overwrite \
+	  --base-job-template infra/prefect/process-pool.json
+
+# Workers clone SEGFLOW_GIT_URL at SEGFLOW_GIT_BRANCH (prefect.yaml); default: this checkout.
+deploy: setup
+	SEGFLOW_GIT_URL=$${SEGFLOW_GIT_URL:-$$(git remote get-url origin 2>/dev/null || pwd)} \
+	SEGFLOW_GIT_BRANCH=$${SEGFLOW_GIT_BRANCH:-$$(git rev-parse --abbrev-ref HEAD)} \
+	$(BIN)/prefect --no-prompt deploy --all
 
 clean:
 	rm -rf artifacts .segflow

@@ -1,9 +1,15 @@
-"""Prefect flow: the six DVC stages as tasks, run through `dvc repro` so caching is DVC's.
+"""Prefect flow: the pipeline's DVC stages as tasks, the train step in-process or as GPU jobs.
 
-Orchestration only: every stage's logic lives in src/segflow. Runs locally with no server
-configured (Prefect starts a temporary one) or against PREFECT_API_URL.
+Orchestration only: stage logic lives in src/segflow, the git/DVC handoff in
+segflow.orchestration. Every stage runs through `dvc repro`, so caching is exactly DVC's.
 
-    python flows/pipeline.py [--project-dir .]
+Run switches (flow parameters), never a second copy of params.yaml:
+  dispatch         False: train here. True: one `segflow-train-job` run per fold on the GPU pool
+                   (run_deployment), handed off through git and the DVC remote.
+  overrides        params.yaml overrides as `dvc exp run -S` takes them: ["train.epochs=2"].
+  rev              git revision to check out first (refused when tracked files are modified).
+
+    python flows/pipeline.py [--project-dir .] [--dispatch] [-S train.epochs=2] [--rev main]
 """
 
 from __future__ import annotations
@@ -11,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,48 +25,162 @@ from segflow.env import apply_project_env, find_project_root
 apply_project_env(find_project_root(Path(__file__).resolve().parent))  # before prefect reads settings
 
 from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect.deployments import run_deployment  # noqa: E402
 from prefect.runtime import flow_run  # noqa: E402
+from prefect.tasks import exponential_backoff  # noqa: E402
 
+from segflow.config import load_params  # noqa: E402
+from segflow.orchestration import handoff  # noqa: E402
+from segflow.orchestration.commands import CommandFailed, dvc, run_command  # noqa: E402
+from segflow.orchestration.workspace import require_committed, workspace_lock  # noqa: E402
+from segflow.overrides import apply_overrides  # noqa: E402
+from segflow.paths import Paths  # noqa: E402
 from segflow.stages import STAGES  # noqa: E402
 
-OUTPUT_TAIL = 4000
+TRAIN_DEPLOYMENT = "segflow-train-job/gpu"
+AFTER_TRAIN = STAGES[STAGES.index(handoff.TRAIN) + 1:]
+# Steps that touch a network (DVC remote, git remote, W&B) retry with back-off; stages do not
+# (they are deterministic: a second try would fail the same way).
+NETWORK_RETRIES = {"retries": 3, "retry_delay_seconds": exponential_backoff(backoff_factor=10),
+                   "retry_jitter_factor": 0.5}
+STAGE_TIMEOUT_S = 2 * 3600
+TRAIN_TIMEOUT_S = 24 * 3600
 
 
-def _dvc_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "dvc", *args]
+class TrainJobFailed(RuntimeError):
+    """A dispatched train job did not complete; the message carries the job's own error."""
 
 
-@task(name="dvc-stage", task_run_name="{stage}", retries=0)
-def run_dvc_stage(stage: str, project_dir: str, group: str) -> str:
+@task(name="dvc-stage", task_run_name="{stage}")
+def run_stage(stage: str, root: Path, group: str) -> str:
     """`dvc repro <stage>`: runs it only if its deps or params changed, else a no-op."""
-    logger = get_run_logger()
-    env = {**os.environ, "SEGFLOW_RUN_GROUP": group,
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    done = subprocess.run(_dvc_command("repro", stage), cwd=project_dir, env=env,
-                          capture_output=True, text=True)
-    output = (done.stdout + done.stderr)[-OUTPUT_TAIL:]
-    if done.returncode != 0:
-        raise RuntimeError(f"stage {stage} failed (dvc exit {done.returncode}):\n{output}")
-    logger.info("stage %s done:\n%s", stage, done.stdout[-OUTPUT_TAIL:])
-    return done.stdout
+    try:
+        output = dvc(root, "repro", stage, env={"SEGFLOW_RUN_GROUP": group}, timeout_s=STAGE_TIMEOUT_S)
+    except CommandFailed as exc:
+        raise RuntimeError(f"stage {stage} failed: {exc}") from None
+    get_run_logger().info("stage %s done:\n%s", stage, output[-4000:])
+    return output
 
 
-@flow(name="segflow-pipeline", log_prints=True)
-def segflow_pipeline(project_dir: str = ".", stages: list[str] | None = None) -> dict:
-    """Run the pipeline's stages in order; returns the evaluation metrics."""
+@task(name="checkout", task_run_name="checkout {rev}", **NETWORK_RETRIES)
+def check_out_rev(root: Path, rev: str) -> None:
+    require_committed(root)
+    run_command(["git", "checkout", "--quiet", rev], root, f"git checkout {rev}")
+
+
+@task(name="apply-overrides")
+def set_params(root: Path, overrides: list[str]) -> None:
+    apply_overrides(root / "params.yaml", overrides)
+    get_run_logger().info("params.yaml overrides: %s", " ".join(overrides))
+
+
+@task(name="restore-workspace", **NETWORK_RETRIES)
+def restore_workspace(root: Path) -> str:
+    """A fresh clone (a worker's checkout): pull the data and cached outputs, else fetch the data."""
+    data = root / Path(load_params(root / "params.yaml").data.root).parts[0]
+    if data.exists():
+        return "data present"
+    if handoff.default_remote_url(root):
+        dvc(root, "pull", "--quiet", "--allow-missing")
+    if not data.exists():
+        run_command([sys.executable, "-m", "segflow.cli", "fetch-data"], root, "segflow fetch-data")
+    return "restored"
+
+
+@task(name="push-train-inputs", **NETWORK_RETRIES)
+def push_train_inputs(root: Path) -> None:
+    handoff.push_train_inputs(root)
+
+
+@task(name="train-job", task_run_name="train@{fold} job")
+def dispatch_train_job(request: dict, fold: int, deployment: str) -> dict:
+    """One train job on the GPU pool; its failure fails this task with the job's own error.
+    (run_deployment's own timeout bounds the wait: a task timeout cannot stop a worker thread.)"""
+    job = run_deployment(deployment, parameters={"request": request, "fold": fold},
+                         flow_run_name=f"train@{fold}-{request['rev'][:8]}", timeout=TRAIN_TIMEOUT_S)
+    state = job.state
+    if state is None or not state.is_final():
+        raise TrainJobFailed(f"train job {job.name} ({job.id}) for fold {fold} did not finish within "
+                             f"{TRAIN_TIMEOUT_S} s (state {state.name if state else 'unknown'})")
+    if not state.is_completed():
+        raise TrainJobFailed(f"train job {job.name} ({job.id}) for fold {fold} ended {state.name}: {state.message}")
+    return state.result()
+
+
+@task(name="adopt-train-result", task_run_name="adopt {result[stage]}", **NETWORK_RETRIES)
+def adopt_train_result(root: Path, result: dict) -> None:
+    handoff.adopt_train_result(root, result)
+
+
+@task(name="push-results", **NETWORK_RETRIES)
+def push_results(root: Path) -> str:
+    if not handoff.default_remote_url(root):
+        return "no DVC remote configured: results stay local"
+    dvc(root, "push", "--quiet")
+    return "pushed"
+
+
+@task(name="sync-wandb", **NETWORK_RETRIES)
+def sync_wandb() -> str:
+    """Upload offline W&B runs (for workers that log offline and sync after the run)."""
+    wandb_dir = Path(os.environ["WANDB_DIR"]) / "wandb"
+    return run_command([sys.executable, "-m", "wandb", "sync", "--sync-all"], wandb_dir, "wandb sync")
+
+
+def train_here_or_dispatch(root: Path, group: str, dispatch: bool, overrides: list[str], deployment: str) -> None:
+    if not dispatch:
+        run_stage(handoff.TRAIN, root, group)
+        return
+    push_train_inputs(root)
+    request = handoff.train_job_request(root, overrides)
+    folds = load_params(root / "params.yaml").split.folds
+    jobs = [dispatch_train_job.submit(request, fold, deployment) for fold in folds]  # folds in parallel
+    for job in jobs:
+        adopt_train_result(root, job.result())
+
+
+# The metrics it returns persist, so a scheduled run's outcome can be read back through the API.
+@flow(name="segflow-pipeline", log_prints=True, persist_result=True)
+def segflow_pipeline(project_dir: str = ".", dispatch: bool = False, overrides: list[str] | None = None,
+                     rev: str | None = None, train_deployment: str = TRAIN_DEPLOYMENT,
+                     wait_for_workspace_s: float = 3600, sync_wandb_runs: bool = False) -> dict:
+    """Run the pipeline in `project_dir`; returns the evaluation metrics."""
     root = Path(project_dir).resolve()
+    overrides = list(overrides or [])
+    logger = get_run_logger()
+    run_name = f"flow run {flow_run.get_name() or 'local'} ({flow_run.get_id() or '-'})"
     group = os.environ.get("SEGFLOW_RUN_GROUP") or f"prefect-{flow_run.get_name() or 'local'}"
-    for stage in stages or list(STAGES):
-        run_dvc_stage(stage, str(root), group)
-    metrics = root / "artifacts" / "evaluate" / "metrics.json"
+    # One run per workspace: a second one waits here (and says for whom), then gives up clearly.
+    with workspace_lock(root, run_name, wait_for_workspace_s, wait=logger.warning):
+        if rev:
+            check_out_rev(root, rev)
+        if dispatch:
+            require_committed(root)  # the job checks out HEAD: it must be what runs here
+        set_params(root, overrides)
+        if dispatch:
+            handoff.check_dispatchable(root)
+        restore_workspace(root)
+        for stage in handoff.BEFORE_TRAIN:
+            run_stage(stage, root, group)
+        train_here_or_dispatch(root, group, dispatch, overrides, train_deployment)
+        for stage in AFTER_TRAIN:
+            run_stage(stage, root, group)
+        push_results(root)
+        if sync_wandb_runs:
+            sync_wandb()
+    metrics = Paths(root).metrics
     return json.loads(metrics.read_text()) if metrics.is_file() else {}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--project-dir", default=".")
+    parser.add_argument("--dispatch", action="store_true", help=f"train as {TRAIN_DEPLOYMENT} runs")
+    parser.add_argument("-S", "--set-param", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--rev", default=None)
     args = parser.parse_args()
-    state = segflow_pipeline(project_dir=args.project_dir, return_state=True)
+    state = segflow_pipeline(project_dir=args.project_dir, dispatch=args.dispatch, overrides=args.overrides,
+                             rev=args.rev, return_state=True)
     print(f"segflow-pipeline finished in state {state.name}")
     if not state.is_completed():
         print(f"segflow-pipeline failed: {state.message}", file=sys.stderr)

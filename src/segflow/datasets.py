@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 from segflow.config import load_params
 from segflow.data.acquire import fetch_dataset
-
-
-def dvc(root: Path, *args: str) -> str:
-    """Run the venv's DVC in `root`; raise RuntimeError with DVC's own message on failure."""
-    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"dvc {' '.join(args)} failed: {(done.stderr or done.stdout).strip()}")
-    return done.stdout
+from segflow.orchestration.commands import dvc
 
 
 def track_data(root: Path, folder: str = "data") -> str:

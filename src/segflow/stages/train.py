@@ -4,6 +4,7 @@ With train.nproc_per_node > 1 the stage reruns itself under torchrun (DDP, `segf
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -44,6 +45,16 @@ def class_names(paths: Paths, params: Params) -> dict[str, str]:
         raise StageFailed(f"dataset.json declares {len(labels)} labels but model.out_channels is "
                           f"{params.model.out_channels}; they must match")
     return labels
+
+
+def training_device(requested: str) -> torch.device:
+    """train.device as asked: `cuda` without a visible GPU is an error (a GPU job on a node whose
+    GPU is missing must fail, not train for days on CPU); `auto` takes a GPU when there is one."""
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise StageFailed("train.device is cuda but no CUDA GPU is visible to this process "
+                          f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); "
+                          "check the node's GPU and driver, or set train.device to auto or cpu")
+    return pick_device("cpu" if requested == "cpu" else "auto")
 
 
 TRAINING_CODE = ("training.py", "distributed.py", "inference.py", "stages/train.py", "models", "transforms")
@@ -100,7 +111,7 @@ class Trainer:
         self.params, self.paths, self.tracker = params, paths, tracker
         cfg = params.train
         torch.set_num_threads(cfg.num_threads or D.cpu_threads_per_process())
-        self.device = D.process_device(pick_device())
+        self.device = D.process_device(training_device(cfg.device))
         self.amp = cfg.amp and self.device.type == "cuda"
         self.labels = class_names(paths, params)
         train_ids, val_ids = split_cases(paths, params)

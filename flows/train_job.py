@@ -1,0 +1,66 @@
+"""Prefect flow: one fold's training as a job of its own (the GPU pool's deployment).
+
+The pipeline flow starts it with run_deployment and a request from
+segflow.orchestration.handoff.train_job_request: commit, overrides, upstream dvc.lock entries,
+DVC remote. The job rebuilds the workspace from git and the remote, runs `dvc repro` of train@K
+(torchrun inside when train.nproc_per_node > 1), pushes the outputs and returns train@K's
+dvc.lock entry. Orchestration only; the steps are in segflow.orchestration.handoff.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from segflow.env import apply_project_env, find_project_root
+
+apply_project_env(find_project_root(Path(__file__).resolve().parent))  # before prefect reads settings
+
+from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect.tasks import exponential_backoff  # noqa: E402
+
+from segflow.orchestration import handoff  # noqa: E402
+
+NETWORK_RETRIES = {"retries": 3, "retry_delay_seconds": exponential_backoff(backoff_factor=10),
+                   "retry_jitter_factor": 0.5}
+TRAIN_TIMEOUT_S = 24 * 3600
+
+
+@task(name="checkout", **NETWORK_RETRIES)
+def check_out(request: dict, workdir: Path) -> Path:
+    return handoff.check_out(request, workdir)
+
+
+@task(name="pull-train-inputs", **NETWORK_RETRIES)
+def pull_inputs(workdir: Path) -> None:
+    handoff.pull_train_inputs(workdir)
+
+
+@task(name="train", task_run_name="train@{fold}")
+def train(workdir: Path, fold: int) -> None:
+    handoff.run_train(workdir, fold, timeout_s=TRAIN_TIMEOUT_S)
+
+
+@task(name="push-train-outputs", **NETWORK_RETRIES)
+def push_outputs(workdir: Path, fold: int) -> dict:
+    return handoff.push_train_outputs(workdir, fold)
+
+
+# Results persist so the pipeline flow (another process, maybe another pod) can read them: on a
+# cluster point PREFECT_DEFAULT_RESULT_STORAGE_BLOCK at shared storage (see infra/README.md).
+@flow(name="segflow-train-job", persist_result=True, log_prints=True)
+def segflow_train_job(request: dict, fold: int = 0) -> dict:
+    """Train fold `fold` of the pipeline state described by `request`; returns train@fold's lock entry."""
+    scratch = Path(os.environ.get("SEGFLOW_JOB_DIR") or tempfile.gettempdir())
+    workdir = Path(tempfile.mkdtemp(prefix=f"segflow-train-{fold}-", dir=scratch)) / "workspace"
+    try:
+        check_out(request, workdir)
+        pull_inputs(workdir)
+        train(workdir, fold)
+        result = push_outputs(workdir, fold)
+    finally:
+        shutil.rmtree(workdir.parent, ignore_errors=True)
+    get_run_logger().info("%s done: %s", result["stage"], result["summary"])
+    return result
