@@ -25,6 +25,7 @@ from segflow.env import apply_project_env, find_project_root
 apply_project_env(find_project_root(Path(__file__).resolve().parent))  # before prefect reads settings
 
 from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect.artifacts import create_markdown_artifact  # noqa: E402
 from prefect.deployments import run_deployment  # noqa: E402
 from prefect.runtime import flow_run  # noqa: E402
 from prefect.tasks import exponential_backoff  # noqa: E402
@@ -93,10 +94,10 @@ def push_train_inputs(root: Path) -> None:
 
 
 @task(name="train-job", task_run_name="train@{fold} job")
-def dispatch_train_job(request: dict, fold: int, deployment: str) -> dict:
+def dispatch_train_job(request: dict, fold: int, deployment: str, job_variables: dict) -> dict:
     """One train job on the GPU pool; its failure fails this task with the job's own error.
     (run_deployment's own timeout bounds the wait: a task timeout cannot stop a worker thread.)"""
-    job = run_deployment(deployment, parameters={"request": request, "fold": fold},
+    job = run_deployment(deployment, parameters={"request": request, "fold": fold}, job_variables=job_variables,
                          flow_run_name=f"train@{fold}-{request['rev'][:8]}", timeout=TRAIN_TIMEOUT_S)
     state = job.state
     if state is None or not state.is_final():
@@ -114,10 +115,21 @@ def adopt_train_result(root: Path, result: dict) -> None:
 
 @task(name="push-results", **NETWORK_RETRIES)
 def push_results(root: Path) -> str:
+    """Outputs and DVC's run-cache to the remote (so `dvc repro --pull` in another clone restores
+    stages that did not change instead of rerunning them)."""
     if not handoff.default_remote_url(root):
         return "no DVC remote configured: results stay local"
-    dvc(root, "push", "--quiet")
+    dvc(root, "push", "--quiet", "--run-cache")
     return "pushed"
+
+
+@task(name="record-lock")
+def record_lock(root: Path) -> None:
+    """The run's dvc.lock as a Prefect artifact: a worker's clone is gone after the run, and with
+    this lock `dvc pull` fetches exactly this run's outputs from the remote."""
+    lock = (root / handoff.LOCK_FILE).read_text()
+    create_markdown_artifact(key="segflow-dvc-lock", markdown=f"```yaml\n{lock}```",
+                             description=f"dvc.lock of {root} after this run")
 
 
 @task(name="sync-wandb", **NETWORK_RETRIES)
@@ -133,8 +145,9 @@ def train_here_or_dispatch(root: Path, group: str, dispatch: bool, overrides: li
         return
     push_train_inputs(root)
     request = handoff.train_job_request(root, overrides)
+    job_variables = handoff.train_job_variables(root)
     folds = load_params(root / "params.yaml").split.folds
-    jobs = [dispatch_train_job.submit(request, fold, deployment) for fold in folds]  # folds in parallel
+    jobs = [dispatch_train_job.submit(request, fold, deployment, job_variables) for fold in folds]  # in parallel
     for job in jobs:
         adopt_train_result(root, job.result())
 
@@ -166,6 +179,7 @@ def segflow_pipeline(project_dir: str = ".", dispatch: bool = False, overrides: 
         for stage in AFTER_TRAIN:
             run_stage(stage, root, group)
         push_results(root)
+        record_lock(root)
         if sync_wandb_runs:
             sync_wandb()
     metrics = Paths(root).metrics

@@ -26,7 +26,8 @@ from conftest import BIN, REPO, run
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 RUN_TIMEOUT_S = 900
-DISPATCH_OVERRIDES = ["train.device=cpu"]  # the stand-in "GPU" worker is this CPU
+# Two folds: two train jobs at once. The stand-in "GPU" worker is this CPU.
+DISPATCH_OVERRIDES = ["train.device=cpu", "split.folds=[0,1]"]
 
 
 def free_port() -> int:
@@ -195,8 +196,8 @@ def test_dispatched_pipeline_matches_a_plain_dvc_repro(stack, deployed, tiny_pro
     finished = wait_for(stack, first)
     assert finished["state"] == "Completed", f"{finished['message']}\n{stack.logs()}"
     jobs = [r for r in flow_runs(stack) if r["flow"] == "segflow-train-job"]
-    assert [j["state"] for j in jobs] == ["Completed"]  # train ran as its own job, once (one fold)
-    assert jobs[0]["parameters"]["fold"] == 0
+    assert [j["state"] for j in jobs] == ["Completed", "Completed"]  # train ran as jobs, one per fold
+    assert sorted(j["parameters"]["fold"] for j in jobs) == [0, 1]
     dispatched = json.loads(stack.python(RESULT_OF.format(run_id=first)))
 
     from segflow.overrides import apply_overrides
@@ -205,6 +206,7 @@ def test_dispatched_pipeline_matches_a_plain_dvc_repro(stack, deployed, tiny_pro
     run([str(BIN / "dvc"), "repro"], tiny_project)
     plain = json.loads((tiny_project / "artifacts/evaluate/metrics.json").read_text())
     assert dispatched == plain
+    assert dispatched["folds"] == [0, 1]
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a worker with no GPU")

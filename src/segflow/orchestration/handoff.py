@@ -113,6 +113,11 @@ def train_job_request(root: Path, overrides: list[str]) -> dict[str, Any]:
             "lock": lock_entries(root, BEFORE_TRAIN), "remote_url": require_remote(root)}
 
 
+def train_job_variables(root: Path) -> dict[str, Any]:
+    """What the job's pod must offer: one GPU per torchrun process (train.nproc_per_node)."""
+    return {"gpus": load_params(root / "params.yaml").train.nproc_per_node}
+
+
 def adopt_train_result(root: Path, result: dict[str, Any]) -> None:
     """Take a job's train@K as this workspace's own: its dvc.lock entry, then its outputs."""
     stage = result["stage"]
