@@ -92,7 +92,13 @@ def test_rerun_killed_after_final_checkpoint_completes(tiny_project):
     # As if killed after the last epoch's checkpoint, before the model file was written.
     (tiny_project / FOLD_DIR / "model.pt").unlink()
 
-    rerun = run([str(BIN / "dvc"), "repro", "train"], tiny_project)
+    # The outputs are DVC-cached: this finished run's model comes back from the cache, untrained ...
+    restored = run([str(BIN / "dvc"), "repro", "train"], tiny_project)
+    assert "resuming" not in restored.stdout
+    assert (tiny_project / FOLD_DIR / "model.pt").is_file()
+    # ... a run killed for real never reached the cache: it runs again, and resumes.
+    (tiny_project / FOLD_DIR / "model.pt").unlink()
+    rerun = run([str(BIN / "dvc"), "repro", "--force", "train"], tiny_project)
 
     assert f"resuming after epoch {epochs}" in rerun.stdout
     history = (tiny_project / FOLD_DIR / "history.csv").read_text().splitlines()
