@@ -28,10 +28,10 @@ from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_markdown_artifact  # noqa: E402
 from prefect.deployments import run_deployment  # noqa: E402
 from prefect.runtime import flow_run  # noqa: E402
-from prefect.tasks import exponential_backoff  # noqa: E402
 
 from segflow.config import load_params  # noqa: E402
 from segflow.orchestration import handoff  # noqa: E402
+from segflow.orchestration.limits import STAGE_TIMEOUT_S, TRAIN_TIMEOUT_S, network_retries  # noqa: E402
 from segflow.orchestration.commands import CommandFailed, dvc, run_command  # noqa: E402
 from segflow.orchestration.workspace import require_committed, workspace_lock  # noqa: E402
 from segflow.overrides import apply_overrides  # noqa: E402
@@ -40,12 +40,7 @@ from segflow.stages import STAGES  # noqa: E402
 
 TRAIN_DEPLOYMENT = "segflow-train-job/gpu"
 AFTER_TRAIN = STAGES[STAGES.index(handoff.TRAIN) + 1:]
-# Steps that touch a network (DVC remote, git remote, W&B) retry with back-off; stages do not
-# (they are deterministic: a second try would fail the same way).
-NETWORK_RETRIES = {"retries": 3, "retry_delay_seconds": exponential_backoff(backoff_factor=10),
-                   "retry_jitter_factor": 0.5}
-STAGE_TIMEOUT_S = 2 * 3600
-TRAIN_TIMEOUT_S = 24 * 3600
+NETWORK_RETRIES = network_retries()
 
 
 class TrainJobFailed(RuntimeError):

@@ -19,13 +19,11 @@ from segflow.env import apply_project_env, find_project_root
 apply_project_env(find_project_root(Path(__file__).resolve().parent))  # before prefect reads settings
 
 from prefect import flow, get_run_logger, task  # noqa: E402
-from prefect.tasks import exponential_backoff  # noqa: E402
 
 from segflow.orchestration import handoff  # noqa: E402
+from segflow.orchestration.limits import TRAIN_TIMEOUT_S, network_retries  # noqa: E402
 
-NETWORK_RETRIES = {"retries": 3, "retry_delay_seconds": exponential_backoff(backoff_factor=10),
-                   "retry_jitter_factor": 0.5}
-TRAIN_TIMEOUT_S = 24 * 3600
+NETWORK_RETRIES = network_retries()
 
 
 @task(name="checkout", **NETWORK_RETRIES)
