@@ -76,6 +76,8 @@ def test_stage_run_logs_everything_offline(wandb_dir, tmp_path, caplog):
     Image.new("L", (16, 16), color=128).save(image)
     model = tmp_path / "unet.pt"
     model.write_bytes(b"weights")
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("case_id\na\n")
 
     with stage_run("train", {"lr": 0.01, "model": {"channels": [16, 32]}}) as run:
         run.log({"loss": 0.5}, step=0)
@@ -85,7 +87,7 @@ def test_stage_run_logs_everything_offline(wandb_dir, tmp_path, caplog):
         run.summary({"val_dice": 0.85})
         run.log_artifact(model, name="unet", type="model", aliases=["candidate"],
                          metadata={"val_dice": 0.85})
-        assert run.use_artifact("dataset:latest") is None  # offline: skipped, not an error
+        run.use_artifact_files([manifest], name="dataset-tiny", type="dataset")
 
     assert run.error is None and tracking_warnings(caplog) == []
     records = run_records(wandb_dir)
@@ -103,6 +105,9 @@ def test_stage_run_logs_everything_offline(wandb_dir, tmp_path, caplog):
     (model_artifact,) = [a for a in records_of(records, "artifact") if a["name"] == "unet"]
     assert "candidate" in model_artifact["aliases"]
     assert [c["path"] for c in model_artifact["manifest"]["contents"]] == ["unet.pt"]
+    (used,) = [a for a in records_of(records, "artifact") if a["name"] == "dataset-tiny"]
+    assert used["use_after_commit"] and used["type"] == "dataset"  # an input: `wandb sync` records the use
+    assert not model_artifact.get("use_after_commit")
     assert [e["exit_code"] for e in records_of(records, "exit")] == [0]
     run_dir = next((wandb_dir / "wandb").glob("offline-run-*"))
     assert list((run_dir / "files" / "media" / "images").glob("overlays_*.png"))
@@ -227,3 +232,20 @@ def test_scrub_secrets_drops_secret_keys_at_any_depth():
               "a": {"b": [{"client_secret": 4, "keep": 5}], "refresh_token": 6}}
     assert scrub_secrets(config) == {"lr": 3, "a": {"b": [{"keep": 5}]}}
     assert config["API_KEY"] == 1  # input untouched
+
+
+def test_pipeline_group_is_one_per_dvc_process(monkeypatch, tmp_path):
+    """Every stage of one `dvc repro` (a child of the dvc process) shares a group; the next
+    `dvc repro` gets another."""
+    monkeypatch.delenv("SEGFLOW_RUN_GROUP", raising=False)
+    fake_dvc = tmp_path / "dvc"  # stands for the dvc entry point: stages run as its children
+    fake_dvc.write_text(
+        "import subprocess, sys\n"
+        "for _ in range(2):\n"
+        "    subprocess.run(['sh', '-c', sys.executable + ' -c \"from segflow.tracking import pipeline_group;"
+        " print(pipeline_group())\"'], check=True)\n")
+    groups = [subprocess.run([sys.executable, str(fake_dvc)], capture_output=True, text=True, check=True,
+                             cwd=tmp_path).stdout.split() for _ in range(2)]
+    assert groups[0][0] == groups[0][1] and groups[1][0] == groups[1][1]
+    assert groups[0][0] != groups[1][0]
+    assert re.fullmatch(r"dvc-\d{8}-\d{6}-\d+-nogit", groups[0][0])

@@ -129,6 +129,62 @@ def plots(output: Annotated[Path, typer.Option(help="folder for index.html and P
         _fail(str(exc))
 
 
+models_app = typer.Typer(help="The model registry: list, show, promote, roll back.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+def _registry():
+    from segflow.config import load_params
+    from segflow.registry import Registry
+
+    root = _project_root()
+    return Registry(root / load_params(root / "params.yaml").register_.registry_dir)
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Every registered model, oldest first; '*' marks the champion."""
+    from segflow.registry_view import models_table
+
+    try:
+        typer.echo(models_table(_registry()))
+    except _user_errors() as exc:
+        _fail(str(exc))
+
+
+@models_app.command("show")
+def models_show(model: Annotated[str, typer.Argument(help="'champion', a model id or an id prefix")] = "champion") -> None:
+    """A model's registry entry (metrics, provenance, promotion reason) and its files."""
+    from segflow.registry_view import entry_lines
+
+    try:
+        typer.echo("\n".join(entry_lines(_registry(), model)))
+    except _user_errors() as exc:
+        _fail(str(exc))
+
+
+@models_app.command("promote")
+def models_promote(
+    model: Annotated[str, typer.Argument(help="a model id or an id prefix")],
+    reason: Annotated[str, typer.Option(help="why, recorded in the entry")] = "promoted by hand",
+) -> None:
+    """Make a registered model champion by hand (overrides the champion/challenger rule)."""
+    try:
+        typer.echo(f"champion is now {_registry().promote(model, reason)}")
+    except _user_errors() as exc:
+        _fail(str(exc))
+
+
+@models_app.command("rollback")
+def models_rollback(reason: Annotated[str, typer.Option(help="why, recorded in the entries")] = "rolled back by hand") -> None:
+    """Give the champion title back to the previous champion."""
+    try:
+        old, new = _registry().rollback(reason)
+        typer.echo(f"rolled back: champion is now {new} (was {old})")
+    except _user_errors() as exc:
+        _fail(str(exc))
+
+
 @app.command()
 def report() -> None:
     """Print where the last pipeline run's results are."""
@@ -136,6 +192,33 @@ def report() -> None:
     from segflow.report import report_lines
 
     typer.echo("\n".join(report_lines(find_project_root())))
+
+
+@app.command()
+def compare(
+    sources: Annotated[list[str] | None, typer.Argument(
+        help="workspace | champion | a registry model id | exp:<name or git rev> | a folder with per_case.csv "
+             "(default: champion workspace)")] = None,
+    baseline: Annotated[str | None, typer.Option(help="the record the others are paired with (default: the first)")] = None,
+    all_exps: Annotated[bool, typer.Option("--all-exps", help="add every DVC experiment of the current commit")] = False,
+    device: Annotated[str, typer.Option(help="where cost is measured: cpu | cuda")] = "cpu",
+    csv: Annotated[Path, typer.Option(help="CSV of the table")] = Path("artifacts/compare/compare.csv"),
+    png: Annotated[Path, typer.Option(help="plot: Dice with CIs, Dice vs latency")] = Path("artifacts/compare/compare.png"),
+    no_cost: Annotated[bool, typer.Option("--no-cost", help="skip params/FLOPs/latency/memory (and U-Score)")] = False,
+) -> None:
+    """Compare models or runs: Dice with 95% CIs, paired tests against a baseline, cost, U-Score."""
+    root = _project_root()
+    from segflow.compare import compare as run_compare
+    from segflow.compare import render_table, write_outputs
+
+    try:
+        result = run_compare(root, sources or [], baseline=baseline, all_exps=all_exps, device=device,
+                             cost=not no_cost)
+        write_outputs(result, root / csv, root / png)
+    except _user_errors() as exc:
+        _fail(f"compare failed: {exc}")
+    typer.echo(render_table(result))
+    typer.echo(f"csv: {root / csv}\npng: {root / png}")
 
 
 @app.command()

@@ -179,6 +179,11 @@ class EvaluateConfig(Section):
 class RegisterConfig(Section):
     min_mean_dice: float = Field(ge=0, le=1)
     registry_dir: Path = Path("registry")
+    # Champion/challenger on the cases both models were evaluated on (segflow.promotion).
+    min_gain: float = Field(0.0, ge=0, le=1)
+    max_p_value: float = Field(0.05, gt=0, le=1)
+    min_paired_cases: int = Field(5, ge=1)
+    export: list[Literal["torchscript", "onnx"]] = ["torchscript", "onnx"]
 
 
 class Params(Section):

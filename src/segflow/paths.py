@@ -106,3 +106,8 @@ class Paths:
     @property
     def registration(self) -> Path:
         return self.artifacts / "register" / "registration.json"
+
+    @property
+    def export_bundle(self) -> Path:
+        """The ensemble as a MONAI bundle (TorchScript, ONNX), checked against the eager model."""
+        return self.artifacts / "register" / "bundle"

@@ -29,7 +29,12 @@ def report_lines(root: Path) -> list[str]:
     registration = _load(paths.registration)
     if registration:
         where = registration.get("model_dir", "not registered")
-        lines.append(f"  model          {where}  ({registration['reason']})")
+        status = ("champion" if registration.get("promoted") else "candidate") if "model_id" in registration else ""
+        reason = registration.get("reason") or registration.get("gate", "")
+        lines.append(f"  model          {where}  ({status + ': ' if status else ''}{reason})")
+        if registration.get("export", {}).get("formats"):
+            lines.append(f"  export         {paths.export_bundle}  ({', '.join(registration['export']['formats'])}, "
+                         f"MONAI bundle)")
     for label, path in (("per-case", paths.per_case), ("overlays", paths.overlays),
                         ("aug. preview", paths.augment_preview), ("train curves", paths.train_dir),
                         ("plan", paths.plan)):

@@ -7,7 +7,12 @@ stage goes on. `wandb` is imported lazily: importing this module costs nothing.
 
     with stage_run("train", config) as run:
         run.log({"loss": 0.3}, step=1)
+        run.use_artifact_files([manifest], name="hippocampus-manifest", type="dataset")
         run.log_artifact(Path("models/unet.pt"), name="unet", type="model")
+
+Lineage: a stage declares what it read with `use_artifact_files` (the same files a previous stage
+logged, so W&B resolves them to that stage's artifact version by content digest) and what it made
+with `log_artifact`. Both work offline and are replayed by `wandb sync`.
 
 Set `SEGFLOW_TRACKING=off` to skip W&B entirely.
 """
@@ -34,17 +39,59 @@ SECRET_KEY = re.compile(r"api_?key|token|secret|password", re.IGNORECASE)
 _OFF_VALUES = {"off", "0", "false", "no", "disabled"}
 
 
+def artifact_name(*parts: object) -> str:
+    """A W&B artifact name from `parts` (W&B allows letters, digits, '-', '_' and '.')."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", "-".join(str(p) for p in parts)).strip("-")
+
+
+def dataset_artifact(dataset: str) -> str:
+    """Name of the dataset artifact (ingest's manifest and split) of `dataset`."""
+    return artifact_name("dataset", dataset)
+
+
+def fold_model_artifact(fold: int) -> str:
+    return artifact_name("model", f"fold{fold}")
+
+
+MODEL_ARTIFACT = "model"  # the registered fold ensemble
+EVALUATION_ARTIFACT = "evaluation"  # per-case scores and metrics
+
+
 def tracking_enabled() -> bool:
     """False when the user turned W&B off with `SEGFLOW_TRACKING=off`."""
     return os.environ.get(TRACKING_ENV, "on").strip().lower() not in _OFF_VALUES
 
 
 def pipeline_group() -> str:
-    """W&B group of this pipeline run: `$SEGFLOW_RUN_GROUP`, else `local-<date>-<git sha>`."""
+    """W&B group of this pipeline run.
+
+    `$SEGFLOW_RUN_GROUP` when set (make run, the Prefect flow); else, under `dvc repro`, one
+    group per dvc process (every stage of one `dvc repro` is its descendant); else
+    `local-<date>-<git sha>`.
+    """
     group = os.environ.get(GROUP_ENV, "").strip()
     if group:
         return group
-    return f"local-{dt.datetime.now():%Y%m%d}-{_short_git_sha() or 'nogit'}"
+    sha = _short_git_sha() or "nogit"
+    dvc_run = _dvc_ancestor()
+    if dvc_run is not None:
+        pid, started = dvc_run
+        return f"dvc-{dt.datetime.fromtimestamp(started):%Y%m%d-%H%M%S}-{pid}-{sha}"
+    return f"local-{dt.datetime.now():%Y%m%d}-{sha}"
+
+
+def _dvc_ancestor() -> tuple[int, float] | None:
+    """(pid, start time) of the `dvc` process this one runs under, or None."""
+    try:
+        import psutil
+
+        for process in psutil.Process().parents():
+            command = process.cmdline()
+            if any(Path(part).name == "dvc" or part.endswith("/dvc/__main__.py") for part in command[:2]):
+                return process.pid, process.create_time()
+    except Exception:  # noqa: BLE001 - no psutil, no /proc, a parent gone: fall back
+        return None
+    return None
 
 
 def _short_git_sha() -> str | None:
@@ -193,41 +240,53 @@ class StageRun:
             with self._guard("log_table"):
                 self.run.log({key: self._wandb.Table(dataframe=dataframe)})
 
+    def _artifact(self, paths: Path | Sequence[Path], name: str, type: str,  # noqa: A002
+                  metadata: Mapping[str, Any] | None) -> Any:
+        """A draft W&B artifact holding the files/folders `paths` (at their base names)."""
+        artifact = self._wandb.Artifact(name, type=type, metadata=scrub_secrets(dict(metadata or {})))
+        for path in [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]:
+            if path.is_dir():
+                artifact.add_dir(str(path), name=path.name)
+            else:
+                artifact.add_file(str(path), name=path.name)
+        return artifact
+
     def log_artifact(
         self,
-        path: Path,
+        path: Path | Sequence[Path],
         name: str,
         type: str,  # noqa: A002 - W&B's own name for it
         aliases: list[str] | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
-        """Log a file or folder as a versioned artifact `name` (copied to W&B's staging)."""
+        """Log files or folders as a new version of artifact `name`, output of this run."""
         if self.active:
             with self._guard("log_artifact"):
-                artifact = self._wandb.Artifact(
-                    name, type=type, metadata=scrub_secrets(dict(metadata or {}))
-                )
-                path = Path(path)
-                if path.is_dir():
-                    artifact.add_dir(str(path))
-                else:
-                    artifact.add_file(str(path))
-                self.run.log_artifact(artifact, aliases=aliases)
+                self.run.log_artifact(self._artifact(path, name, type, metadata), aliases=aliases)
 
-    def use_artifact(self, name_or_ref: str) -> Any:
-        """Declare an input artifact (lineage); returns the W&B Artifact, or None.
+    def use_artifact_files(
+        self,
+        path: Path | Sequence[Path],
+        name: str,
+        type: str,  # noqa: A002
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Declare files this stage read as input artifact `name` (lineage).
 
-        Offline runs cannot resolve artifacts (W&B raises TypeError); that is skipped
-        quietly rather than disabling tracking.
+        They are the files an earlier stage logged under the same name, so W&B resolves them to
+        that version by digest and links producer -> consumer. Offline, wandb 0.31's public
+        `use_artifact` refuses any input (TypeError), so the draft is recorded the way that method
+        records drafts online (`_log_artifact(..., use_after_commit=True)`), and `wandb sync`
+        replays it as a use.
         """
         if not self.active:
-            return None
-        if self.run.offline:
-            log.info("W&B offline: input artifact %s not recorded", name_or_ref)
-            return None
+            return
         with self._guard("use_artifact"):
-            return self.run.use_artifact(name_or_ref)
-        return None
+            artifact = self._artifact(path, name, type, metadata)
+            if self.run.offline:
+                self.run._log_artifact(artifact, is_user_created=True, use_after_commit=True)
+            else:
+                self.run.use_artifact(artifact)
 
 
 def stage_run(stage: str, config: Mapping[str, Any], group: str | None = None) -> StageRun:

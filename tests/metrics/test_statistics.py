@@ -1,11 +1,12 @@
-"""Bootstrap confidence intervals for reports and champion/challenger comparison."""
+"""Bootstrap confidence intervals, the paired Wilcoxon test and Holm's correction for reports and
+model comparison."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from segflow.metrics.statistics import bootstrap_ci, paired_bootstrap_difference
+from segflow.metrics.statistics import bootstrap_ci, holm_adjust, paired_bootstrap_difference, paired_wilcoxon
 
 DICE = np.random.default_rng(0).uniform(0.6, 0.95, size=30)
 
@@ -49,3 +50,45 @@ def test_paired_difference_sees_a_consistent_improvement():
 def test_paired_difference_needs_the_same_cases():
     with pytest.raises(ValueError, match="same number of cases"):
         paired_bootstrap_difference(DICE, DICE[:-1])
+
+
+# Darwin's paired plant heights (cross- minus self-fertilised), the classic Wilcoxon example:
+# exact two-sided p = 0.041259765625 (scipy.stats.wilcoxon documentation), W = 24.
+DARWIN = np.array([6, 8, 14, 16, 23, 24, 28, 29, 41, -48, 49, 56, 60, -67, 75], dtype=float)
+
+
+def test_wilcoxon_matches_the_published_value():
+    result = paired_wilcoxon(DARWIN + 100, np.full(DARWIN.size, 100.0))
+    assert result["statistic"] == 24.0 and result["n"] == 15
+    assert result["p_value"] == pytest.approx(0.041259765625)
+
+
+def test_wilcoxon_is_two_sided():
+    assert paired_wilcoxon(DARWIN, np.zeros(15))["p_value"] == pytest.approx(
+        paired_wilcoxon(np.zeros(15), DARWIN)["p_value"])
+
+
+def test_wilcoxon_of_identical_models_is_p_one():
+    assert paired_wilcoxon(DICE, DICE) == {"statistic": 0.0, "p_value": 1.0, "n": 30}
+
+
+def test_wilcoxon_drops_pairs_with_a_nan_and_needs_paired_lengths():
+    a, b = DARWIN.copy(), np.zeros(15)
+    a[0] = np.nan
+    assert paired_wilcoxon(a, b)["n"] == 14
+    with pytest.raises(ValueError, match="same number of cases"):
+        paired_wilcoxon(DICE, DICE[:-1])
+
+
+def test_bootstrap_interval_of_a_paired_difference_contains_the_true_shift():
+    rng = np.random.default_rng(7)
+    before = rng.uniform(0.7, 0.9, size=60)
+    after = before + 0.03 + rng.normal(0, 0.02, size=60)
+    diff = paired_bootstrap_difference(after, before)
+    assert diff["low"] < 0.03 < diff["high"] and diff["low"] > 0
+
+
+def test_holm_correction_steps_down_and_keeps_order_and_nans():
+    adjusted = holm_adjust([0.01, 0.04, 0.03, np.nan])
+    assert adjusted[:3] == pytest.approx([0.03, 0.06, 0.06]) and np.isnan(adjusted[3])
+    assert holm_adjust([0.5, 0.9]) == [1.0, 1.0]

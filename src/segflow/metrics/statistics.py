@@ -1,5 +1,6 @@
-"""Confidence intervals for reporting: percentile bootstrap of a mean over cases, and of the
-mean paired difference between two models evaluated on the same cases."""
+"""Statistics for reporting and comparing models on the same cases: percentile-bootstrap
+confidence intervals of a mean and of a mean paired difference, the paired Wilcoxon signed-rank
+test, and Holm's correction when several models are compared with one baseline."""
 
 from __future__ import annotations
 
@@ -38,3 +39,42 @@ def paired_bootstrap_difference(a, b, confidence: float = 0.95, n_resamples: int
     if first.shape != second.shape:
         raise ValueError(f"paired values need the same number of cases, got {first.size} and {second.size}")
     return bootstrap_ci(first - second, confidence=confidence, n_resamples=n_resamples, seed=seed)
+
+
+def paired_wilcoxon(a, b) -> dict:
+    """Two-sided Wilcoxon signed-rank test of `a - b` over paired cases (NaN pairs dropped).
+
+    Rank-based, so one outlier case cannot carry the verdict the way it can move a mean. All
+    differences zero (identical models) gives p = 1.0, where scipy would fail or warn.
+
+    Returns:
+        {"statistic", "p_value", "n"}; n is the number of pairs used (zero differences included).
+    """
+    from scipy.stats import wilcoxon
+
+    first, second = np.asarray(a, dtype=float).ravel(), np.asarray(b, dtype=float).ravel()
+    if first.shape != second.shape:
+        raise ValueError(f"paired values need the same number of cases, got {first.size} and {second.size}")
+    differences = first - second
+    differences = differences[~np.isnan(differences)]
+    if not np.any(differences):
+        return {"statistic": 0.0, "p_value": 1.0, "n": int(differences.size)}
+    result = wilcoxon(differences, alternative="two-sided")
+    return {"statistic": float(result.statistic), "p_value": float(result.pvalue), "n": int(differences.size)}
+
+
+def holm_adjust(p_values) -> list[float]:
+    """Holm's step-down correction of several p-values (same order as given; NaNs stay NaN).
+
+    Comparing many models with one baseline makes a chance "significant" result likely; Holm keeps
+    the family-wise error at the nominal level without assuming the tests are independent.
+    """
+    values = np.asarray(p_values, dtype=float)
+    valid = np.flatnonzero(~np.isnan(values))
+    adjusted = np.full(values.shape, np.nan)
+    order = valid[np.argsort(values[valid], kind="stable")]
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * values[index]))
+        adjusted[index] = running
+    return [float(v) for v in adjusted]

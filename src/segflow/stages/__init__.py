@@ -48,8 +48,26 @@ def _tracks(name: str, params) -> bool:
     return not (name in PER_FOLD and params.train.nproc_per_node > 1)
 
 
+def tracking_config(name: str, params, root: Path) -> dict:
+    """The W&B config of a stage's run: the full typed params (plan values filled in after the
+    plan stage), plus the code's git commit, the raw data's DVC hash, the plan and the fold, so
+    W&B's runs table can compare runs on any of them."""
+    from segflow.io import read_json
+    from segflow.paths import Paths
+    from segflow.provenance import data_hash, git_commit
+
+    plan = Paths(root).plan
+    return {**params.model_dump(by_alias=True, mode="json"),
+            "segflow": {"stage": name, "fold": params.split.folds[0] if name in PER_FOLD else None,
+                        "git_commit": git_commit(root), "data_hash": data_hash(root)},
+            "plan": read_json(plan) if name in PLANNED and plan.is_file() else None}
+
+
 def run_stage(name: str, root: Path, fold: int | None = None) -> dict:
-    """Run one stage in project `root` (one fold of it for per-fold stages); returns its summary."""
+    """Run one stage in project `root` (one fold of it for per-fold stages); returns its summary.
+
+    Every number the stage returns lands in its W&B summary as `<stage>/<key>`, the one naming
+    scheme all stages share, so W&B's runs table lines runs up column by column."""
     if name not in STAGES:
         raise ValueError(f"unknown stage {name!r}; stages are {', '.join(STAGES)}")
     from segflow.paths import Paths
@@ -57,9 +75,12 @@ def run_stage(name: str, root: Path, fold: int | None = None) -> dict:
 
     params = stage_params(name, root, fold)
     module = importlib.import_module(f"segflow.stages.{name}")
-    config = params.model_dump(by_alias=True, mode="json")
-    run = stage_run(name, config) if _tracks(name, params) else nullcontext(StageRun(name, config, group="off"))
+    if _tracks(name, params):
+        run = stage_run(name, tracking_config(name, params, root))
+    else:
+        run = nullcontext(StageRun(name, {}, group="off"))
     with run as tracker:
         result = module.main(params, Paths(root), tracker)
-        tracker.summary({f"{name}/{k}": v for k, v in result.items() if isinstance(v, (int, float))})
+        tracker.summary({f"{name}/{k}": v for k, v in result.items()
+                         if isinstance(v, (int, float)) and not isinstance(v, bool)})
     return result

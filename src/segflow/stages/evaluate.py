@@ -146,6 +146,15 @@ def main(params: Params, paths: Paths, tracker=None) -> dict:
           f"{metrics['dice_mean']} (95% CI {metrics['dice_mean_ci95']}); largest-component "
           f"postprocessing for classes {kept or 'none'}")
     if tracker:
-        tracker.summary({k: v for k, v in metrics.items() if not isinstance(v, list)})
+        log_lineage(params, paths, tracker)
         tracker.log_table("evaluate/per_case", per_case)
     return metrics
+
+
+def log_lineage(params: Params, paths: Paths, tracker) -> None:
+    """W&B lineage: the fold models in, the per-case scores and metrics out."""
+    from segflow.tracking import EVALUATION_ARTIFACT, fold_model_artifact
+
+    for fold in params.split.folds:
+        tracker.use_artifact_files(paths.model_for(fold), name=fold_model_artifact(fold), type="model")
+    tracker.log_artifact([paths.per_case, paths.metrics], name=EVALUATION_ARTIFACT, type="evaluation")

@@ -65,6 +65,12 @@ def main(params: Params, paths: Paths, tracker=None) -> dict:
     manifest, splits = run(params, paths)
     write_csv(paths.manifest, manifest)
     write_json(paths.splits, splits)
+    if tracker:
+        from segflow.tracking import dataset_artifact
+
+        tracker.log_artifact([paths.manifest, paths.splits], name=dataset_artifact(splits["dataset"]),
+                             type="dataset", metadata={"cases": int(manifest["listed"].sum()),
+                                                       "n_folds": params.split.n_folds, "seed": params.split.seed})
     return {
         "cases": int(manifest["listed"].sum()),
         "orphans": int((~manifest["listed"]).sum()),

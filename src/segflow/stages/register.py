@@ -1,41 +1,23 @@
-"""register: bundle the fold models as one ensemble with the chosen postprocessing, gate it on the
-cross-validation Dice, then record it in the registry."""
+"""register: bundle the fold models as one ensemble with the chosen postprocessing, export it
+(TorchScript, ONNX, MONAI bundle; each checked against the eager model), gate it on the
+cross-validation Dice, and record it in the registry. It becomes champion only when it beats the
+current champion on the same cases (segflow.promotion); otherwise it stays a candidate."""
 
 from __future__ import annotations
 
-import subprocess
+import shutil
 import time
-from pathlib import Path
 
-import yaml
+import pandas as pd
 
 from segflow.config import Params
 from segflow.io import read_json, write_json
+from segflow.model_card import model_card
 from segflow.models.bundle import ensemble, load_bundle, save_bundle
 from segflow.paths import Paths
+from segflow.promotion import challenge
+from segflow.provenance import data_hash, git_commit
 from segflow.registry import Registry
-
-
-def git_commit(root: Path) -> str:
-    """HEAD commit, with '-dirty' when tracked files differ from it; 'unknown' outside git."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
-
-    try:
-        head = git("rev-parse", "HEAD")
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return f"{head}{'-dirty' if dirty else ''}" if head else "unknown"
-
-
-def data_hash(root: Path) -> str:
-    """The md5 DVC recorded for the raw data (data.dvc)."""
-    try:
-        outs = yaml.safe_load((root / "data.dvc").read_text())["outs"]
-        return str(outs[0]["md5"])
-    except (OSError, KeyError, IndexError, TypeError):
-        return "unknown"
 
 
 def gate(metrics: dict, minimum: float) -> tuple[bool, str]:
@@ -47,43 +29,37 @@ def gate(metrics: dict, minimum: float) -> tuple[bool, str]:
     return True, f"mean Dice {dice:.4f} meets register.min_mean_dice {minimum:.4f}"
 
 
-def model_card(entry: dict, params: Params, report: dict, summary: dict) -> str:
-    metrics = entry["metrics"]
-    rows = "\n".join(f"| {k} | {v} |" for k, v in metrics.items())
-    return f"""# Model card: {params.model.name} ({entry['dataset']})
-
-**Intended use.** Research segmentation of {entry['dataset']} volumes prepared like the training
-data (same modality; {entry['preprocessing']}). Not a medical device; not for diagnosis.
-
-## Data
-- Dataset: {entry['dataset']}, raw data md5 (data.dvc) `{entry['data_hash']}`
-- Cases kept by validation: {report['n_kept']}, quarantined: {report['n_quarantined']}
-- Ensemble of the models of folds {params.split.folds} of {params.split.n_folds} (case-level split, seed {params.split.seed})
-
-## Training
-- Network: {params.model.name} {params.model.network_args()}
-- Patch {params.augment.patch_size}, epochs {summary.get('epochs')}, batch {params.train.batch_size}, lr {params.train.lr} ({params.train.lr_schedule})
-- Compute per fold: {summary.get('device')}, {summary.get('seconds')} s, peak RAM {summary.get('peak_rss_mb')} MB
-- Postprocessing: {entry['postprocessing']}
-- Code: git `{entry['git_commit']}`
-
-## Cross-validation metrics (out-of-fold, each case scored by the fold model that did not see it)
-| metric | value |
-|---|---|
-{rows}
-
-## Limits
-Evaluated on held-out folds of the training delivery, not on an external test set; scores on
-other scanners, field strengths or crops will differ. Full parameters: params.yaml in this folder.
-"""
-
-
 def build_ensemble(params: Params, paths: Paths) -> dict:
     """Write the fold models as one ensemble file with the postprocessing chosen on validation."""
     decision = read_json(paths.postprocessing)
     bundles = [load_bundle(paths.model_for(fold)) for fold in params.split.folds]
     save_bundle(paths.ensemble, ensemble(bundles, postprocessing=decision))
     return decision
+
+
+def export_ensemble(params: Params, paths: Paths) -> dict:
+    """The ensemble as a MONAI bundle with the formats in register.export; an export that fails
+    (or does not match the eager model) is reported, never published, and does not stop register."""
+    from segflow.errors import SegflowError
+    from segflow.models.export import export_model
+
+    shutil.rmtree(paths.export_bundle, ignore_errors=True)
+    if not params.register_.export:
+        return _not_exported(paths, {"formats": [], "skipped": "register.export is empty"})
+    try:
+        return export_model(paths.ensemble, paths.export_bundle, formats=tuple(params.register_.export))
+    except SegflowError as exc:
+        print(f"register: WARNING export failed, no bundle published: {exc}")
+        return _not_exported(paths, {"formats": [], "error": str(exc)})
+
+
+def _not_exported(paths: Paths, outcome: dict) -> dict:
+    """The bundle folder is a DVC output, so it always exists; here it only says why it is empty."""
+    from segflow.io import write_text
+
+    reason = outcome.get("error") or outcome.get("skipped")
+    write_text(paths.export_bundle / "NOT_EXPORTED.txt", f"No export was published: {reason}\n")
+    return outcome
 
 
 def describe_preprocessing(preprocessing: dict | None) -> str:
@@ -93,30 +69,80 @@ def describe_preprocessing(preprocessing: dict | None) -> str:
     return f"{'/'.join(schemes)} normalisation, resampled to {preprocessing['target_spacing']}"
 
 
+def compute_record(params: Params, paths: Paths) -> list[dict]:
+    """What training each fold cost (from train's summaries)."""
+    keys = ("fold", "device", "epochs", "seconds", "seconds_per_epoch", "peak_rss_mb", "processes")
+    return [{k: read_json(paths.train_summary_for(f)).get(k) for k in keys} for f in params.split.folds]
+
+
+def make_entry(params: Params, paths: Paths, metrics: dict, pp_decision: dict, exported: dict) -> dict:
+    kept = pp_decision["keep_largest_component"]
+    return {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "dataset": read_json(paths.splits)["dataset"],
+            "network": params.model.name, "data_hash": data_hash(paths.root), "git_commit": git_commit(paths.root),
+            "metrics": metrics, "folds": list(params.split.folds), "compute": compute_record(params, paths),
+            "preprocessing": describe_preprocessing(load_bundle(paths.ensemble).preprocessing),
+            "postprocessing": f"largest component kept for classes {kept}" if kept else "none",
+            "export": exported}
+
+
+def champion_scores(registry: Registry, champion: dict) -> pd.DataFrame | None:
+    per_case = registry.model_dir(champion["id"]) / "per_case.csv"
+    return pd.read_csv(per_case) if per_case.is_file() else None
+
+
+def record(params: Params, paths: Paths, entry: dict) -> dict:
+    """Add the model to the registry; the promotion decision is taken under the registry's lock."""
+    registry = Registry(paths.root / params.register_.registry_dir)
+    per_case = pd.read_csv(paths.per_case)
+    verdicts = []
+
+    def decide(champion: dict | None) -> tuple[bool, str]:
+        scores = champion_scores(registry, champion) if champion else None
+        mean = champion["metrics"].get("dice_mean") if champion else None
+        verdicts.append(challenge(per_case, champion and champion["id"], scores, mean, params.register_))
+        return verdicts[-1].promote, verdicts[-1].reason
+
+    files = {"params.yaml": (paths.root / "params.yaml").read_text(), "plan.json": paths.plan.read_text(),
+             "metrics.json": paths.metrics.read_text(), "per_case.csv": paths.per_case.read_text(),
+             "MODEL_CARD.md": model_card(entry, params, read_json(paths.validation_report), per_case)}
+    folders = {"bundle": paths.export_bundle} if entry["export"].get("formats") else {}
+    model_id, promoted, reason = registry.add(paths.ensemble, entry, files, decide, folders)
+    return {"model_id": model_id, "promoted": promoted, "reason": reason, "comparison": verdicts[-1].as_dict(),
+            "model_dir": (params.register_.registry_dir / "models" / model_id).as_posix()}
+
+
 def main(params: Params, paths: Paths, tracker=None) -> dict:
     metrics = read_json(paths.metrics)
-    decision_pp = build_ensemble(params, paths)
-    passed, reason = gate(metrics, params.register_.min_mean_dice)
-    decision = {"registered": passed, "reason": reason, "metrics": metrics}
+    pp_decision = build_ensemble(params, paths)
+    passed, gate_reason = gate(metrics, params.register_.min_mean_dice)
+    exported = export_ensemble(params, paths)
+    decision = {"registered": passed, "gate": gate_reason, "metrics": metrics, "export": exported}
     if passed:
-        splits, report = read_json(paths.splits), read_json(paths.validation_report)
-        kept = decision_pp["keep_largest_component"]
-        entry = {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "dataset": splits["dataset"],
-                 "data_hash": data_hash(paths.root), "git_commit": git_commit(paths.root), "metrics": metrics,
-                 "folds": list(params.split.folds),
-                 "preprocessing": describe_preprocessing(load_bundle(paths.ensemble).preprocessing),
-                 "postprocessing": f"largest component kept for classes {kept}" if kept else "none"}
-        summary = read_json(paths.train_summary_for(params.split.folds[0]))
-        files = {"params.yaml": (paths.root / "params.yaml").read_text(),
-                 "plan.json": paths.plan.read_text(),
-                 "metrics.json": paths.metrics.read_text(),
-                 "MODEL_CARD.md": model_card(entry, params, report, summary)}
-        registry = Registry(paths.root / params.register_.registry_dir)
-        decision["model_id"] = registry.add(paths.ensemble, entry, files, promote=True)
-        decision["model_dir"] = (params.register_.registry_dir / "models" / decision["model_id"]).as_posix()
+        decision |= record(params, paths, make_entry(params, paths, metrics, pp_decision, exported))
     write_json(paths.registration, decision)
-    print(f"register: {'registered ' + decision['model_id'] + ' as champion' if passed else 'not registered'}: {reason}")
-    if tracker and passed:
-        tracker.log_artifact(paths.ensemble, name="model", type="model",
-                             aliases=["champion", decision["model_id"]], metadata=metrics)
-    return decision
+    print(f"register: {describe(decision)}")
+    if tracker:
+        log_to_wandb(params, paths, decision, tracker)
+    return {"registered": passed, "promoted": bool(decision.get("promoted"))}
+
+
+def describe(decision: dict) -> str:
+    if not decision["registered"]:
+        return f"not registered: {decision['gate']}"
+    status = "champion" if decision["promoted"] else "candidate"
+    return f"registered {decision['model_id']} as {status}: {decision['reason']}"
+
+
+def log_to_wandb(params: Params, paths: Paths, decision: dict, tracker) -> None:
+    """Lineage: evaluation and fold models in; the ensemble out, aliased candidate or champion."""
+    from segflow.tracking import EVALUATION_ARTIFACT, MODEL_ARTIFACT, fold_model_artifact
+
+    tracker.use_artifact_files([paths.per_case, paths.metrics], name=EVALUATION_ARTIFACT, type="evaluation")
+    for fold in params.split.folds:
+        tracker.use_artifact_files(paths.model_for(fold), name=fold_model_artifact(fold), type="model")
+    if decision["registered"]:
+        aliases = ["champion" if decision["promoted"] else "candidate", decision["model_id"]]
+        files = [paths.ensemble] + ([paths.export_bundle] if decision["export"].get("formats") else [])
+        tracker.log_artifact(files, name=MODEL_ARTIFACT, type="model", aliases=aliases,
+                             metadata={"metrics": decision["metrics"], "promotion": decision["comparison"]})
+    tracker.summary({"register/reason": decision.get("reason") or decision["gate"]})

@@ -232,6 +232,11 @@ def train_fold(params: Params, paths: Paths, tracker=None) -> dict:
     from segflow.planning.planner import Plan
 
     clock = T.Stopwatch()
+    if tracker:  # lineage: this model was trained on ingest's dataset artifact
+        from segflow.tracking import dataset_artifact
+
+        tracker.use_artifact_files([paths.manifest, paths.splits], name=dataset_artifact(read_json(paths.splits)["dataset"]),
+                                   type="dataset")
     trainer = Trainer(params, paths, tracker)
     state = trainer.fit()
     if not D.is_main_process():
@@ -246,7 +251,8 @@ def train_fold(params: Params, paths: Paths, tracker=None) -> dict:
                "peak_rss_mb": round(T.peak_rss_mb(), 1), "device": trainer.device.type, "fold": fold,
                "processes": D.world_size()}
     write_json(paths.train_summary_for(fold), summary)
-    if tracker:
-        tracker.summary(summary)
-        tracker.log_artifact(paths.model_for(fold), name=f"model-fold{fold}", type="model", metadata=summary)
+    if tracker:  # the summary's numbers reach W&B as train/<key> through run_stage
+        from segflow.tracking import fold_model_artifact
+
+        tracker.log_artifact(paths.model_for(fold), name=fold_model_artifact(fold), type="model", metadata=summary)
     return summary
