@@ -17,7 +17,6 @@ Dice vs training minutes beside it. A failing stage exits 1 with a one-line mess
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
 import datetime as dt
 import json
@@ -50,35 +49,16 @@ class BenchError(Exception):
 # --- params overrides (`-S key=value`, as `dvc exp run -S`) ---------------------------------------
 
 
-def parse_override(text: str) -> tuple[str, Any]:
-    """`train.epochs=2` -> ("train.epochs", 2); the value is parsed as YAML (lists, numbers...)."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip():
-        raise BenchError(f"override '{text}' is not key=value (e.g. -S train.epochs=2)")
-    return key.strip(), yaml.safe_load(raw)
+def write_params(project: Path, overrides: list[str]) -> None:
+    """Apply `-S` overrides to the project's params.yaml through segflow's own override code
+    (DVC's Hydra grammar, typed-config check, atomic write); untouched when there are none."""
+    from segflow.config import ConfigError
+    from segflow.overrides import apply_overrides
 
-
-def apply_overrides(params: dict, overrides: list[tuple[str, Any]]) -> dict:
-    """A copy of `params` with each dotted key set; an unknown key is an error (catches typos)."""
-    result = copy.deepcopy(params)
-    for dotted, value in overrides:
-        *parents, leaf = dotted.split(".")
-        node: Any = result
-        for part in parents:
-            node = node.get(part) if isinstance(node, dict) else None
-        if not isinstance(node, dict) or leaf not in node:
-            raise BenchError(f"-S {dotted}: params.yaml has no key '{dotted}'")
-        node[leaf] = value
-    return result
-
-
-def write_params(project: Path, overrides: list[tuple[str, Any]]) -> None:
-    """Apply the overrides to the project's params.yaml (untouched when there are none)."""
-    if not overrides:
-        return
-    path = project / "params.yaml"
-    params = apply_overrides(yaml.safe_load(path.read_text()), overrides)
-    path.write_text(yaml.safe_dump(params, sort_keys=False, default_flow_style=None))
+    try:
+        apply_overrides(project / "params.yaml", overrides)
+    except ConfigError as exc:
+        raise BenchError(str(exc)) from None
 
 
 # --- the scratch project ---------------------------------------------------------------------------
@@ -603,7 +583,7 @@ def prepare_project(args: argparse.Namespace) -> tuple[Path, bool]:
     return clone, temporary
 
 
-def measure(args: argparse.Namespace, overrides: list[tuple[str, Any]]) -> dict:
+def measure(args: argparse.Namespace, overrides: list[str]) -> dict:
     """Scratch project, timed pipeline, report; the temporary clone is removed after success."""
     clone, temporary = prepare_project(args)
     try:
@@ -624,7 +604,7 @@ def measure(args: argparse.Namespace, overrides: list[tuple[str, Any]]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        overrides = [parse_override(text) for text in args.overrides]
+        overrides = list(args.overrides)
         if args.no_run and overrides:
             raise BenchError("-S overrides need a run; they cannot apply with --no-run")
         report = build_report(args.project_dir.resolve(), None, None) if args.no_run else measure(args, overrides)

@@ -85,16 +85,22 @@ def test_curve_joins_validation_epochs_with_cumulative_training_seconds(bench):
     assert bench.first_reaching(curve, 0.95) is None
 
 
-def test_overrides_set_dotted_keys_with_yaml_values_and_reject_unknown_keys(bench):
-    params = {"train": {"epochs": 40}, "augment": {"patch_size": "auto"}}
-    overrides = [bench.parse_override("train.epochs=2"), bench.parse_override("augment.patch_size=[32,48,32]")]
-    assert bench.apply_overrides(params, overrides) == {"train": {"epochs": 2}, "augment": {"patch_size": [32, 48, 32]}}
-    assert params["train"]["epochs"] == 40  # the input is not changed
-    for bad in ("train.epoch=2", "nosection.x=1", "train.epochs.deeper=1"):
-        with pytest.raises(bench.BenchError, match="no key"):
-            bench.apply_overrides(params, [bench.parse_override(bad)])
-    with pytest.raises(bench.BenchError, match="key=value"):
-        bench.parse_override("train.epochs")
+def test_overrides_go_through_segflows_override_code_and_bad_ones_are_one_line(bench, tmp_path):
+    import shutil
+
+    import yaml
+
+    from conftest import REPO
+
+    shutil.copy2(REPO / "params.yaml", tmp_path / "params.yaml")
+    bench.write_params(tmp_path, ["train.epochs=2", "augment.patch_size=[32,48,32]"])
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    assert params["train"]["epochs"] == 2 and params["augment"]["patch_size"] == [32, 48, 32]
+    before = (tmp_path / "params.yaml").read_text()
+    for bad in ("train.epoch=2", "train.epochs"):
+        with pytest.raises(bench.BenchError, match="params.yaml"):
+            bench.write_params(tmp_path, [bad])
+    assert (tmp_path / "params.yaml").read_text() == before  # untouched by a rejected override
 
 
 def test_stages_run_in_dag_order_whatever_order_dvc_lists_them(bench):
