@@ -181,6 +181,113 @@ def test_resumed_training_matches_uninterrupted_training(tmp_path, synthetic_cac
     assert not different, f"resumed weights differ from uninterrupted ones (max abs diff): {different}"
 
 
+# ---- the loader: cheap reseeding, an uncopied cache, workers ---------------------------------------
+
+def always_config(patch_size) -> AugmentConfig:
+    """The repo's augmentation with every random transform switched on."""
+    raw = yaml.safe_load(REPO_PARAMS.read_text())["augment"]
+    return AugmentConfig(**{**raw, **{k: 1.0 for k in raw if k.endswith("_prob")}, "patch_size": patch_size})
+
+
+def pipeline_2d(cfg: AugmentConfig):
+    from monai.transforms import Compose
+
+    from segflow.transforms.two_d import build_random_transforms_2d
+
+    return Compose(build_random_transforms_2d(cfg))
+
+
+def pipeline_3d(cfg: AugmentConfig):
+    from monai.transforms import Compose
+
+    from segflow.transforms.three_d import build_cached_transforms, build_random_transforms
+
+    return Compose(build_cached_transforms(cfg) + build_random_transforms(cfg))
+
+
+def case_2d(seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    label = (rng.random((1, 40, 36)) > 0.6).astype(np.uint8)
+    return {"image": rng.normal(size=(1, 40, 36)).astype(np.float32), "label": label}
+
+
+def sample_of(pipeline, data: dict) -> dict:
+    out = pipeline(dict(data))
+    return out[0] if isinstance(out, list) else out
+
+
+@pytest.mark.parametrize("dims", [3, 2])
+def test_reseeder_gives_the_patches_of_monais_set_random_state(synthetic_cache, deterministic_cpu, dims):
+    """In-place reseeding must not change a single augmented voxel (resume and DDP rely on the seeds)."""
+    cfg = augment_config() if dims == 3 else always_config([24, 24])
+    build = pipeline_3d if dims == 3 else pipeline_2d
+    case = T.load_volumes(synthetic_cache, CASES[:1])[0] if dims == 3 else case_2d(0)
+    monai_seeded, reseeded = build(cfg), build(cfg)
+    reseed = T.Reseeder(reseeded)
+    for seed in [0, 2**32 - 1, *range(1, 40)]:
+        monai_seeded.set_random_state(seed=seed)
+        reseed(seed)
+        expected, actual = sample_of(monai_seeded, case), sample_of(reseeded, case)
+        for key in ("image", "label"):
+            assert torch.equal(torch.as_tensor(expected[key]), torch.as_tensor(actual[key])), (seed, key)
+    if dims == 2:  # the albumentations wrapper draws from its state when seeded: MONAI's call is kept
+        assert [states for _, states in reseed.plan] == [None]
+
+
+def test_reseeder_reseeds_every_random_state_a_transform_holds():
+    from monai.transforms import Compose
+
+    from segflow.transforms.three_d import build_random_transforms
+
+    pipeline = Compose(build_random_transforms(augment_config()))
+    reseed = T.Reseeder(pipeline)
+    reseed(1)
+    for transform, states in reseed.plan:
+        assert states is not None and transform.R in states, type(transform).__name__
+    crop = pipeline.transforms[0]
+    assert {id(crop.R), id(crop.cropper.R)} <= {id(s) for _, states in reseed.plan for s in states}
+
+
+@pytest.mark.parametrize("dims", [3, 2])
+def test_augmentation_never_changes_the_cache(synthetic_cache, deterministic_cpu, dims):
+    """The cache is not copied per sample, so no random transform may write into it."""
+    from segflow.transforms import build_training_transforms
+
+    cfg = always_config(PATCH if dims == 3 else [24, 24])
+    items = T.load_volumes(synthetic_cache, CASES) if dims == 3 else [case_2d(i) for i in range(4)]
+    loader = T.build_loader(items, *build_training_transforms(cfg, dims), batch_size=2, seed=SEED)
+    cache = loader.dataset.cache_dataset._cache
+    before = [{k: np.array(v, copy=True) for k, v in item.items() if k != "case_id"} for item in cache]
+    for epoch in range(3):
+        T.seed_epoch(loader, SEED, epoch)
+        for _ in loader:
+            pass
+    for item, saved in zip(cache, before, strict=True):
+        for key, value in saved.items():
+            assert np.array_equal(np.asarray(item[key]), value), key
+
+
+def test_loader_workers_give_the_batches_of_the_main_process(synthetic_cache, deterministic_cpu):
+    from segflow.transforms.three_d import build_cached_transforms, build_random_transforms
+
+    cfg = augment_config()
+    items = T.load_volumes(synthetic_cache, CASES)
+
+    def batches(workers: int) -> list[dict]:
+        loader = T.build_loader(items, build_cached_transforms(cfg), build_random_transforms(cfg), batch_size=2,
+                                seed=SEED, num_workers=workers)
+        out = []
+        for epoch in range(2):
+            T.seed_epoch(loader, SEED, epoch)
+            out += list(loader)
+        return out
+
+    main_process, workers = batches(0), batches(2)
+    assert len(main_process) == len(workers) == 6
+    for expected, actual in zip(main_process, workers, strict=True):
+        assert torch.equal(expected["image"], actual["image"]) and torch.equal(expected["label"], actual["label"])
+
+
 # ---- the train stage's Trainer on a tiny fold ------------------------------------------------------
 
 def write_fold_project(root: Path, cache: Path) -> None:

@@ -161,6 +161,7 @@ class TrainConfig(Section):
     weight_decay: float = Field(0.0, ge=0)
     lr_schedule: Literal["poly", "constant"] = "poly"
     num_threads: int = Field(0, ge=0)
+    num_workers: int = Field(0, ge=0)  # loader worker processes; 0: augment in the training process
     amp: bool = True
     val_every: int = Field(5, ge=1)
 

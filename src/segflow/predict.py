@@ -84,17 +84,27 @@ def label_volume(nets: list, bundle: ModelBundle, path: Path, overlap: float, tt
     return apply_postprocessing(labels, bundle.postprocessing)
 
 
+def load_predictor(root: Path, model: str) -> tuple[ModelBundle, list]:
+    """The model file `model` names (registry reference or path) and its networks, ready to run."""
+    bundle = load_bundle(resolve_model(root, model))
+    return bundle, bundle.build(pick_device())
+
+
+def write_labels(labels: np.ndarray, bundle: ModelBundle, path: Path, output: Path) -> Path:
+    """The label file for input `path` in `output`: NIfTI with the input's geometry, or a PNG of
+    the delivery's raw mask values for a 2D image."""
+    if is_planar(path):
+        dest = output / f"{path.stem}.png"
+        save_planar(dest, raw_values(labels, bundle.info.get("label_map") or {}))
+    else:
+        dest = output / f"{case_id_from_path(path.name)}.nii.gz"
+        save_label(dest, labels, path)
+    return dest
+
+
 def predict_paths(root: Path, model: str, source: Path, output: Path, overlap: float = 0.5,
                   tta: bool = True) -> Iterator[Path]:
     """Predict every input; yields each written label file."""
-    bundle = load_bundle(resolve_model(root, model))
-    nets = bundle.build(pick_device())
+    bundle, nets = load_predictor(root, model)
     for path in input_files(source):
-        labels = label_volume(nets, bundle, path, overlap, tta)
-        if is_planar(path):
-            dest = output / f"{path.stem}.png"
-            save_planar(dest, raw_values(labels, bundle.info.get("label_map") or {}))
-        else:
-            dest = output / f"{case_id_from_path(path.name)}.nii.gz"
-            save_label(dest, labels, path)
-        yield dest
+        yield write_labels(label_volume(nets, bundle, path, overlap, tta), bundle, path, output)

@@ -137,7 +137,8 @@ class Trainer:
         batch = D.per_rank_batch(self.params.train.batch_size, D.world_size())  # before loading any data
         cached, random = build_training_transforms(self.params.augment, self.params.model.spatial_dims)
         return T.build_loader(T.load_volumes(self.paths.preprocessed, train_ids), cached, random, batch,
-                              seed=self.params.seed, rank=D.rank(), world=D.world_size())
+                              seed=self.params.seed, rank=D.rank(), world=D.world_size(),
+                              num_workers=self.params.train.num_workers)
 
     def training_model(self) -> torch.nn.Module:
         """`net` in DDP under torchrun, compiled when train.compile; checkpoints and the bundle

@@ -1,0 +1,252 @@
+"""Data throughput: patches/s the train stage's loader produces (workers, caching, augmentation, no
+model) against patches/s the model consumes (forward + backward on one batch), side by side; and
+the number of file decodes per epoch, to show that epoch 2 onwards reads nothing from disk.
+
+The loader is the stage's own (`Trainer.loader`, reseeded per epoch by `seed_epoch` as the stage
+does); the model is the Trainer's (same network, loss, device, AMP). Turns alternate: one whole
+loader epoch, then `--model-steps` forward+backward passes on a fixed batch, `--repeats` times
+after a short model warm-up. Goal: loader/model >= 2 (the loader is never what training waits for).
+
+Decodes are counted by wrapping, in this process and (through shared counters) in forked loader
+workers: `segflow.data.preprocess.read_volume` (the preprocessed-cache reader), `numpy.load` (the
+.npz opens) and `nibabel.load` (NIfTI), separately for building the Trainer, epoch 1, epoch 2 and
+the later epochs. Results: bench/results/data_throughput.json.
+
+`--baseline-src DIR` adds the loader built from another source tree (before/after a change, in the
+same run): a child process importing segflow from DIR runs its epoch only when asked, in the
+rotation current loader, baseline loader, model.
+
+    .venv/bin/python bench/data_throughput.py --project /tmp/sfbench/proj
+    .venv/bin/python bench/data_throughput.py --project /tmp/sfbench/proj --set train.num_workers=1
+    .venv/bin/python bench/data_throughput.py --project /tmp/sfbench/proj --baseline-src /tmp/head/src
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+from common import report  # noqa: E402
+from train_throughput import (REPO, Remote, build_trainer, check_project, child_argv, code_measured,  # noqa: E402
+                              loader_settings, parse_setting, prepare_project, serve_requests, sync)
+
+COUNTED = ("read_volume", "numpy.load", "nibabel.load")
+
+
+class DecodeCounter:
+    """Counts calls of the functions that read data files, also from forked loader workers."""
+
+    def __init__(self):
+        self.values = {name: multiprocessing.Value("q", 0) for name in COUNTED}
+
+    def wrap(self, name: str, function):
+        counter = self.values[name]
+
+        def counted(*args, **kwargs):
+            with counter.get_lock():
+                counter.value += 1
+            return function(*args, **kwargs)
+
+        return counted
+
+    def install(self) -> None:
+        """Wrap the readers where the code looks them up (module attributes, incl. `from` imports)."""
+        import nibabel
+        import numpy
+
+        from segflow import training
+        from segflow.data import preprocess
+
+        numpy.load = self.wrap("numpy.load", numpy.load)
+        nibabel.load = self.wrap("nibabel.load", nibabel.load)
+        reader = self.wrap("read_volume", preprocess.read_volume)
+        preprocess.read_volume = training.read_volume = reader
+
+    def snapshot(self) -> dict[str, int]:
+        return {name: value.value for name, value in self.values.items()}
+
+
+def difference(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    return {name: after[name] - before[name] for name in after}
+
+
+class StageLoader:
+    """The Trainer's loader, one timed and decode-counted epoch at a time."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.counter = DecodeCounter()
+        self.counter.install()
+        self.trainer = build_trainer(args.project, args.fold, args.device, args.settings)
+        self.built = self.counter.snapshot()
+
+    def epoch(self, epoch: int) -> dict:
+        from segflow import training as T
+
+        loader, before = self.trainer.loader, self.counter.snapshot()
+        T.seed_epoch(loader, self.trainer.params.seed, epoch)
+        start, patches = time.perf_counter(), 0
+        for batch in loader:
+            patches += int(batch["image"].shape[0])
+        seconds = time.perf_counter() - start
+        return {"epoch": epoch + 1, "seconds": seconds, "patches": patches, "patches_per_s": patches / seconds,
+                "decodes": difference(self.counter.snapshot(), before)}
+
+
+class RemoteLoader:
+    """StageLoader built from the baseline source tree, in a child process."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.remote = Remote(Path(__file__).resolve(), args.baseline_src, child_argv(args))
+        self.built, self.code = self.remote.info["built"], self.remote.info["segflow_code"]
+
+    def epoch(self, epoch: int) -> dict:
+        return self.remote.call(epoch=epoch)
+
+
+def model_turn(trainer, images, labels, steps: int) -> float:
+    """Seconds for `steps` forward + backward passes of the Trainer's model on one batch."""
+    from segflow.inference import autocast
+
+    model = trainer.model
+    model.train()
+    start = time.perf_counter()
+    for _ in range(steps):
+        trainer.optimizer.zero_grad(set_to_none=True)
+        with autocast(trainer.device, trainer.amp):
+            loss = trainer.loss_fn(model(images), labels)
+        loss.backward()
+    sync(trainer.device)
+    return time.perf_counter() - start
+
+
+def measure(loaders: dict, trainer, args) -> dict:
+    """Loader epochs (each loader in turn) and model turns, alternating."""
+    batch = next(iter(trainer.loader))
+    images, labels = batch["image"].to(trainer.device), batch["label"].to(trainer.device)
+    model_turn(trainer, images, labels, args.warmup)
+    epochs, model_seconds = {name: [] for name in loaders}, []
+    for epoch in range(args.repeats):
+        for name, loader in loaders.items():
+            epochs[name].append(loader.epoch(epoch))
+        model_seconds.append(model_turn(trainer, images, labels, args.model_steps))
+    return {"epochs": epochs, "model_patches_per_s": [args.model_steps * images.shape[0] / s for s in model_seconds],
+            "model_batch": int(images.shape[0])}
+
+
+def decode_phases(built: dict, epochs: list[dict]) -> dict[str, dict]:
+    later = {name: sum(e["decodes"][name] for e in epochs[2:]) for name in COUNTED}
+    return {"building the Trainer (load + cache)": built, "epoch 1": epochs[0]["decodes"],
+            "epoch 2": epochs[1]["decodes"], f"epochs 3-{len(epochs)}": later}
+
+
+def rate_row(name: str, rates: list[float], extra: str) -> list:
+    return [name, f"{statistics.median(rates):.1f}", f"{min(rates):.1f}", f"{max(rates):.1f}", extra]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--project", type=Path, default=REPO, help="project after `dvc repro augment` (default: this repo)")
+    parser.add_argument("--prepare", type=Path, metavar="DIR",
+                        help="clone HEAD into DIR, run fetch-data and `dvc repro augment` there, measure it")
+    parser.add_argument("--baseline-src", type=Path, metavar="DIR",
+                        help="also measure the stage loader of the segflow package under DIR (e.g. /tmp/head/src)")
+    parser.add_argument("--fold", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=6, help="loader epochs (>= 2), each followed by a model turn")
+    parser.add_argument("--model-steps", type=int, default=4, help="forward+backward passes per model turn")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed model passes first")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--set", dest="settings", type=parse_setting, action="append", default=[], metavar="KEY=VALUE",
+                        help="a params value for this measurement, e.g. --set train.num_workers=1 (repeatable)")
+    parser.add_argument("--out", type=Path, help="JSON path (default bench/results/data_throughput.json)")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # the baseline's child process
+    args = parser.parse_args(argv)
+    if args.repeats < 2:
+        parser.error("--repeats must be at least 2 (epoch 2 is what shows the caching)")
+    return args
+
+
+def serve(args: argparse.Namespace) -> None:
+    """Child process: the stage loader from this PYTHONPATH's segflow, one epoch per request."""
+    def handle(answer, requests) -> None:
+        loader = StageLoader(args)
+        answer({"segflow_code": code_measured(), "built": loader.built})
+        for request in requests:
+            answer(loader.epoch(request["epoch"]))
+
+    serve_requests(handle)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from tabulate import tabulate
+
+    args = parse_args(argv)
+    if args.serve:
+        return serve(args)
+    if args.prepare:
+        args.project = prepare_project(args.prepare)
+    args.project = args.project.resolve()
+    check_project(args.project)
+    load_before = os.getloadavg()[0]
+    current = StageLoader(args)
+    trainer = current.trainer
+    workers = loader_settings(trainer.loader)["num_workers"]
+    loaders = {f"stage loader ({workers} workers), no model": current}
+    if args.baseline_src:
+        loaders["stage loader, baseline tree"] = RemoteLoader(args)
+    data = measure(loaders, trainer, args)
+    for loader in loaders.values():
+        if isinstance(loader, RemoteLoader):
+            loader.remote.close()
+
+    model_rates = data["model_patches_per_s"]
+    by_loader = {}
+    for name, loader in loaders.items():
+        epochs = data["epochs"][name]
+        rates = [e["patches_per_s"] for e in epochs]
+        phases = decode_phases(loader.built, epochs)
+        print(f"{name}:\n" + tabulate([[phase, *(counts[n] for n in COUNTED)] for phase, counts in phases.items()],
+                                      headers=["decodes during", *COUNTED]) + "\n")
+        by_loader[name] = {"epochs": epochs, "median": statistics.median(rates), "decodes": phases,
+                           "ratio_over_model": statistics.median(rates) / statistics.median(model_rates),
+                           "no_decodes_from_epoch_2": not any(v for phase in list(phases.values())[2:] for v in phase.values())}
+    rows = [rate_row(name, [e["patches_per_s"] for e in data["epochs"][name]],
+                     "s/epoch: " + ", ".join(f"{e['seconds']:.2f}" for e in data["epochs"][name]))
+            for name in loaders]
+    rows.append(rate_row(f"model forward+backward, batch {data['model_batch']}", model_rates,
+                         f"{args.model_steps} passes per turn"))
+    ratio = next(iter(by_loader.values()))["ratio_over_model"]
+    rows.append(["ratio loader/model (medians)", f"{ratio:.2f}", "", "", f"goal >= 2: {'met' if ratio >= 2 else 'not met'}"])
+    if args.baseline_src:
+        current_name, baseline_name = list(loaders)
+        paired = statistics.median(a["patches_per_s"] / b["patches_per_s"]
+                                   for a, b in zip(data["epochs"][current_name], data["epochs"][baseline_name], strict=True))
+        by_loader["current_over_baseline"] = {"ratio_of_medians": by_loader[current_name]["median"] / by_loader[baseline_name]["median"],
+                                              "median_paired_ratio": paired}
+        rows.append(["ratio loader current/baseline", f"{by_loader['current_over_baseline']['ratio_of_medians']:.2f}", "", "",
+                     f"paired epochs: {paired:.2f}"])
+    import torch
+
+    results = {"settings": {"project": str(args.project), "segflow_code": code_measured(), "fold": args.fold,
+                            "device": trainer.device.type, "amp": trainer.amp,
+                            "batch_size": trainer.params.train.batch_size,
+                            "patch_size": list(trainer.params.augment.patch_size), "network": trainer.params.model.name,
+                            "torch_threads": torch.get_num_threads(), "loader": loader_settings(trainer.loader),
+                            "train_cases": len(trainer.loader.dataset), "repeats": args.repeats,
+                            "model_steps": args.model_steps, "set": {key: value for key, value in args.settings},
+                            "baseline_code": loaders["stage loader, baseline tree"].code if args.baseline_src else None},
+               "loaders": by_loader, "model_patches_per_s": model_rates, "model_median": statistics.median(model_rates),
+               "ratio_loader_over_model": ratio, "goal": 2.0, "met": ratio >= 2,
+               "load_average_1m_before": round(load_before, 2)}
+    report("data_throughput", results, rows, ["", "patches/s median", "min", "max", ""], out=args.out)
+
+
+if __name__ == "__main__":
+    main()
