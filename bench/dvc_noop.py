@@ -31,6 +31,7 @@ import json
 import os
 import pstats
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -72,12 +73,16 @@ class Scratch:
 
     root: Path
     env: dict[str, str] = field(default_factory=dict)
+    last_cpu_s: float = 0.0  # user + system CPU seconds of the last command and the processes it waited for
 
     def run(self, cmd: list[str], check: bool = True, timeout: float | None = None) -> tuple[str, float]:
         """(stdout + stderr, wall seconds) of `cmd` in the project."""
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         done = subprocess.run(cmd, cwd=self.root, env=self.env, capture_output=True, text=True, timeout=timeout)
         seconds = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.last_cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         output = done.stdout + done.stderr
         if check and done.returncode != 0:
             raise BenchError(f"{' '.join(cmd)} failed ({done.returncode}) in {self.root}:\n{output[-3000:]}")
@@ -164,12 +169,15 @@ def median_of(fn, n: int) -> tuple[float, list[float]]:
 
 def stage_graph(root: Path) -> tuple[dict[str, list[str]], dict[str, set[str]]]:
     """({stage: declared param keys, '*' for a whole params file}, {stage: stages downstream})."""
+    import contextlib
+
     import networkx as nx
     from dvc.dependency.param import ParamsDependency
     from dvc.repo import Repo
 
     declared: dict[str, list[str]] = {}
-    with Repo(str(root)) as repo:
+    # DVC names stages relative to the working directory, as `dvc repro` in the project prints them.
+    with contextlib.chdir(root), Repo(".") as repo:
         graph = repo.index.graph  # edges point from a stage to the stages it depends on
         for stage in graph.nodes:
             keys = []

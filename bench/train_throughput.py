@@ -9,9 +9,12 @@ AdamW, and `for batch in loader: forward/backward/step`, same batch size, same t
 (the process-wide setting the Trainer made), the same AMP setting (autocast + GradScaler on CUDA).
 
 After a warm-up of each, the loops run interleaved (A, B, A, B, ...), `--steps` batches per turn;
-the table gives the median, min and max patches/s of each and the ratio of the medians
-segflow/bare (goal >= 0.95), plus the median of the per-turn ratios (A and the B right after it),
-which is steadier when other work shares the cores. Results: bench/results/train_throughput.json.
+the table gives the median, min and max patches/s of each, the ratio of the medians segflow/bare
+and the median of the per-turn ratios (each turn of A against the turn of B in the same round).
+The goal (>= 0.95) is judged on the paired ratio: when other work shares the cores, turn times
+jump between two modes (a busy core stalls every OpenMP barrier of the step) and the two medians
+can land in different modes, while paired turns mostly share one; the script then warns, and
+the medians are only comparable from a quiet machine. Results: bench/results/train_throughput.json.
 
 `--baseline-src DIR` adds A as built from another source tree (e.g. a clone at HEAD: before/after
 a change, in the same run): it lives in a child process that imports segflow from DIR and runs
@@ -292,6 +295,18 @@ def paired_ratio(faster: list[float], slower: list[float]) -> float:
     return statistics.median(b / a for a, b in zip(faster, slower, strict=True))
 
 
+def noisy(stats: dict, spread: float = 1.5) -> bool:
+    """True when some loop's fastest turn is `spread` times its slowest: other work took the cores."""
+    return any(s["max"] > spread * s["min"] for s in stats.values())
+
+
+def warn_if_noisy(is_noisy: bool) -> None:
+    if is_noisy:
+        print(f"warning: turn times vary by more than 1.5x (load average now {os.getloadavg()[0]:.2f} on "
+              f"{os.cpu_count()} cores): other work shares the machine; the paired ratios hold, the medians "
+              "and absolute numbers need a quiet machine")
+
+
 def loader_settings(loader) -> dict:
     return {"num_workers": loader.num_workers, "pin_memory": loader.pin_memory,
             "persistent_workers": loader.persistent_workers, "prefetch_factor": loader.prefetch_factor}
@@ -324,7 +339,8 @@ def ratio_rows(stats: dict, seconds: dict, pairs: list[tuple[str, str, str]]) ->
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--project", type=Path, default=REPO, help="project after `dvc repro augment` (default: this repo)")
+    parser.add_argument("--project", type=Path, default=REPO,
+                        help="a project after `dvc repro augment` (default: this repo)")
     parser.add_argument("--prepare", type=Path, metavar="DIR",
                         help="clone HEAD into DIR, run fetch-data and `dvc repro augment` there, measure it")
     parser.add_argument("--baseline-src", type=Path, metavar="DIR",
@@ -380,9 +396,10 @@ def main(argv: list[str] | None = None) -> None:
     rows = [[name, f"{s['median']:.2f}", f"{s['min']:.2f}", f"{s['max']:.2f}",
              f"{1000 * statistics.median(seconds[name]) / args.steps:.0f}"] for name, s in stats.items()]
     rows += extra_rows
-    rows[len(stats)][4] += f"; goal >= 0.95: {'met' if main_ratio >= 0.95 else 'not met'}"
+    met = ratios["segflow/bare"]["median_paired_ratio"] >= 0.95
+    rows[len(stats)][4] += f"; goal >= 0.95: {'met' if met else 'not met'}"
     results = {"settings": settings(trainer, args), "loops": stats, "seconds_per_turn": seconds, "ratios": ratios,
-               "ratio_of_medians": main_ratio, "goal": 0.95, "met": main_ratio >= 0.95,
+               "ratio_of_medians": main_ratio, "goal": 0.95, "met": met, "noisy": noisy(stats),
                "baseline_code": baseline.remote.info["segflow_code"] if baseline else None,
                "load_average_1m_before": round(load_before, 2)}
     s = results["settings"]
@@ -391,6 +408,7 @@ def main(argv: list[str] | None = None) -> None:
           f"load average before {load_before:.2f}\n")
     report("train_throughput", results, rows, ["loop", "patches/s median", "min", "max", "ms/step median"],
            out=args.out)
+    warn_if_noisy(results["noisy"])
 
 
 if __name__ == "__main__":

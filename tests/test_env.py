@@ -47,6 +47,13 @@ def test_all_state_folders_lie_inside_the_project(root, clean_env):
         assert Path(value).resolve().is_relative_to(root.resolve()), f"{key}={value} is outside {root}"
 
 
+def test_prefect_home_exists_in_a_fresh_project(root, clean_env):
+    """Prefect creates only the last level of PREFECT_HOME; without .segflow/ its ephemeral
+    server cannot open its database and every flow fails after a timeout."""
+    applied = apply_project_env(root)
+    assert Path(applied["PREFECT_HOME"]).is_dir()
+
+
 def test_project_root_is_found_from_a_subfolder(root):
     sub = root / "artifacts" / "train"
     sub.mkdir(parents=True)

@@ -60,3 +60,28 @@ def test_tta_of_a_mirror_symmetric_network_equals_plain_prediction():
     mirrored = predict_probabilities(net, image, [8, 8, 8], tta=True)
     assert plain.shape == (3, 12, 10, 8)
     torch.testing.assert_close(plain, mirrored, atol=1e-5, rtol=1e-5)
+
+
+def test_mirrors_batched_together_give_the_probabilities_of_one_mirror_per_pass(net):
+    """Batching the TTA mirrors (speed) must not change what is predicted."""
+    from segflow.inference import predict_probabilities
+
+    image = np.random.default_rng(1).normal(size=(1, 12, 14, 10)).astype(np.float32)
+    one_per_pass = predict_probabilities(net, image, [16, 16, 16], tta=True, sw_batch_size=1)
+    batched = predict_probabilities(net, image, [16, 16, 16], tta=True, sw_batch_size=8)
+    torch.testing.assert_close(batched, one_per_pass, atol=1e-5, rtol=1e-5)
+    assert torch.equal(batched.argmax(0), one_per_pass.argmax(0))
+
+
+@pytest.mark.parametrize("shape,patch,overlap", [((10, 12, 7), (16, 16, 16), 0.5), ((33, 20, 17), (16, 16, 16), 0.5),
+                                                 ((40, 56, 40), (40, 56, 40), 0.5), ((100, 90, 31), (32, 48, 32), 0.25)])
+def test_window_count_is_monais(shape, patch, overlap):
+    """The batching decision counts the windows exactly as sliding_window_inference tiles them."""
+    from monai.data.utils import dense_patch_slices
+    from monai.inferers.utils import _get_scan_interval
+
+    from segflow.inference import count_windows
+
+    padded = [max(s, p) for s, p in zip(shape, patch)]
+    expected = len(dense_patch_slices(padded, patch, _get_scan_interval(padded, patch, 3, (overlap,) * 3)))
+    assert count_windows(shape, patch, overlap) == expected

@@ -132,14 +132,14 @@ def augment_config() -> AugmentConfig:
 class Run:
     """What the train stage builds, made fresh (as a restarted process would)."""
 
-    def __init__(self, cache: Path, init_seed: int):
+    def __init__(self, cache: Path, init_seed: int, channels_last: bool = False):
         from monai.losses import DiceCELoss
 
         from segflow.transforms.three_d import build_cached_transforms, build_random_transforms
 
         cfg = augment_config()
         torch.manual_seed(init_seed)
-        self.net = build_network("UNet", NET_ARGS)
+        self.net = build_network("UNet", NET_ARGS).to(memory_format=T.memory_format(channels_last, 3))
         self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=0.01, weight_decay=1e-5)
         self.scaler = torch.amp.GradScaler("cpu", enabled=False)
         self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
@@ -157,18 +157,19 @@ class Run:
         return losses
 
 
-def test_resumed_training_matches_uninterrupted_training(tmp_path, synthetic_cache, deterministic_cpu):
-    straight = Run(synthetic_cache, init_seed=SEED)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_resumed_training_matches_uninterrupted_training(tmp_path, synthetic_cache, deterministic_cpu, channels_last):
+    straight = Run(synthetic_cache, init_seed=SEED, channels_last=channels_last)
     straight_losses = straight.epochs(0, 3, total=3)
 
-    interrupted = Run(synthetic_cache, init_seed=SEED)
+    interrupted = Run(synthetic_cache, init_seed=SEED, channels_last=channels_last)
     first_losses = interrupted.epochs(0, 2, total=3)
     checkpoint = tmp_path / "checkpoints" / "last.pt"
     T.save_checkpoint(checkpoint, "fp", T.TrainState(epoch=2), interrupted.net, interrupted.optimizer,
                       interrupted.scaler)
     del interrupted
 
-    resumed = Run(synthetic_cache, init_seed=SEED + 1)  # weights must come from the checkpoint
+    resumed = Run(synthetic_cache, init_seed=SEED + 1, channels_last=channels_last)  # weights from the checkpoint
     state = T.resume_checkpoint(checkpoint, "fp", resumed.net, resumed.optimizer, resumed.scaler)
     assert state is not None and state.epoch == 2
     last_loss = resumed.epochs(state.epoch, 3, total=3)
@@ -246,6 +247,17 @@ def test_reseeder_reseeds_every_random_state_a_transform_holds():
         assert states is not None and transform.R in states, type(transform).__name__
     crop = pipeline.transforms[0]
     assert {id(crop.R), id(crop.cropper.R)} <= {id(s) for _, states in reseed.plan for s in states}
+
+
+def test_reseeder_follows_a_pipeline_reseeded_by_someone_else(synthetic_cache, deterministic_cpu):
+    case = T.load_volumes(synthetic_cache, CASES[:1])[0]
+    monai_seeded, reseeded = pipeline_3d(augment_config()), pipeline_3d(augment_config())
+    reseed = T.Reseeder(reseeded)
+    reseed(3)
+    reseeded.set_random_state(seed=99)  # new RandomState objects: the ones reseed kept are stale
+    monai_seeded.set_random_state(seed=4)
+    reseed(4)
+    assert torch.equal(sample_of(monai_seeded, case)["image"], sample_of(reseeded, case)["image"])
 
 
 @pytest.mark.parametrize("dims", [3, 2])
@@ -335,3 +347,24 @@ def test_compiled_training_saves_plain_weights_in_a_loadable_bundle(tmp_path, sy
     assert set(bundle.state_dicts[0]) == set(checkpoint) == set(build_network("UNet", NET_ARGS).state_dict())
     (net,) = bundle.build()  # strict load: no `_orig_mod.` keys
     assert net(torch.zeros(1, 1, *PATCH)).shape == (1, 3, *PATCH)
+
+
+def test_channels_last_training_gives_a_bundle_that_loads_into_a_standard_network(tmp_path, synthetic_cache):
+    """train.channels_last changes the layout the network trains in, never what is saved."""
+    from segflow.models.bundle import load_bundle, save_bundle
+    from segflow.paths import Paths
+    from segflow.stages.train import Trainer
+
+    project = tmp_path / "project"
+    write_fold_project(project, synthetic_cache)
+    trainer = Trainer(tiny_params(channels_last=True), Paths(project))
+    conv = next(m for m in trainer.net.modules() if isinstance(m, torch.nn.Conv3d) and m.in_channels > 1)
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last_3d) and not conv.weight.is_contiguous()
+    trainer.fit()
+
+    save_bundle(project / "model.pt", trainer.bundle(preprocessing=None))
+    (net,) = load_bundle(project / "model.pt").build()
+    image = torch.randn(1, 1, *PATCH)
+    trainer.net.eval()
+    with torch.no_grad():
+        assert torch.allclose(net(image), trainer.net(image), atol=1e-5)

@@ -162,6 +162,7 @@ class TrainConfig(Section):
     lr_schedule: Literal["poly", "constant"] = "poly"
     num_threads: int = Field(0, ge=0)
     num_workers: int = Field(0, ge=0)  # loader worker processes; 0: augment in the training process
+    channels_last: bool = True  # train in channels-last memory layout (faster convolutions)
     amp: bool = True
     val_every: int = Field(5, ge=1)
 

@@ -47,9 +47,13 @@ def project_env(root: Path) -> dict[str, str]:
 
 
 def apply_project_env(root: Path | None = None) -> dict[str, str]:
-    """Set the project defaults in os.environ (user-set values win); return what is in force."""
+    """Set the project defaults in os.environ (user-set values win); return what is in force.
+
+    PREFECT_HOME is created: Prefect makes only its last level, so in a fresh clone (no .segflow/
+    yet) its ephemeral server could not open its database and a flow failed after a 20 s timeout."""
     root = root or find_project_root()
     applied = {}
     for key, value in project_env(root).items():
         applied[key] = os.environ.setdefault(key, value)
+    Path(applied["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
     return applied

@@ -87,7 +87,7 @@ class Reseeder:
         self.compose, self.plan = compose, None
 
     def __call__(self, seed: int) -> None:
-        if self.plan is None:
+        if self.plan is None or self.replaced():
             self.plan = self._first_call(seed)
             return
         from monai.utils import MAX_SEED
@@ -99,6 +99,10 @@ class Reseeder:
                 transform.set_random_state(seed=derived)
             for state in states or ():
                 state.seed(derived)
+
+    def replaced(self) -> bool:
+        """True when someone else reseeded the transforms since (their states are new objects)."""
+        return any(states and transform.R is not states[0] for transform, states in self.plan)
 
     def _first_call(self, seed: int) -> list[tuple]:
         from monai.transforms import Randomizable
@@ -170,6 +174,12 @@ def seed_epoch(loader, seed: int, epoch: int) -> None:
     np.random.seed((seed + epoch) % 2**32)
     loader.sampler.set_epoch(epoch)
     loader.dataset.set_epoch(epoch)
+
+
+def memory_format(channels_last: bool, spatial_dims: int) -> torch.memory_format:
+    """The layout to train in: channels-last (NHWC / NDHWC) where asked and defined, else the default."""
+    layouts = {2: torch.channels_last, 3: torch.channels_last_3d}
+    return layouts.get(spatial_dims, torch.contiguous_format) if channels_last else torch.contiguous_format
 
 
 def poly_lr(base_lr: float, epoch: int, total: int, exponent: float = 0.9) -> float:
