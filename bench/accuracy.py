@@ -22,20 +22,20 @@ import datetime as dt
 import json
 import math
 import os
-import platform
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+from common import cpu_model, machine_info, ram_gib  # noqa: E402,F401  (cpu_model, ram_gib: tested through here)
 DEFAULT_OUT = REPO / "bench" / "results" / "accuracy.json"
 TARGET_DICE = 0.89
 TARGET_MINUTES = 20.0
@@ -357,45 +357,6 @@ def training_minutes(training: dict[str, dict]) -> float | None:
     """Sum of summary.json `seconds` over folds, in minutes (None when no fold reports it)."""
     seconds = [f["summary"]["seconds"] for f in training.values() if "seconds" in f["summary"]]
     return sum(seconds) / 60 if seconds else None
-
-
-# --- machine -----------------------------------------------------------------------------------
-
-
-def cpu_model(cpuinfo: str) -> str:
-    """The `model name` of /proc/cpuinfo text (platform's processor name where there is none)."""
-    match = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.MULTILINE)
-    return match.group(1).strip() if match else (platform.processor() or "unknown")
-
-
-def ram_gib(meminfo: str) -> float | None:
-    """MemTotal of /proc/meminfo text in GiB."""
-    match = re.search(r"^MemTotal:\s*(\d+)\s*kB", meminfo, re.MULTILINE)
-    return round(int(match.group(1)) / 2**20, 1) if match else None
-
-
-def read_text_or_empty(path: str) -> str:
-    """A file's text, or "" where it does not exist (no /proc on this OS)."""
-    try:
-        return Path(path).read_text()
-    except OSError:
-        return ""
-
-
-def package_version(name: str) -> str | None:
-    """Installed version of a package, without importing it."""
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def machine_info() -> dict:
-    """CPU model, cores, RAM and the versions that set the speed."""
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu": cpu_model(read_text_or_empty("/proc/cpuinfo")), "cores": os.cpu_count(), "usable_cores": usable,
-            "ram_gib": ram_gib(read_text_or_empty("/proc/meminfo")), "torch": package_version("torch"),
-            "monai": package_version("monai"), "python": platform.python_version(), "platform": platform.platform()}
 
 
 # --- the report --------------------------------------------------------------------------------

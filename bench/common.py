@@ -15,31 +15,42 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def _read(path: str) -> str:
+def read_text_or_empty(path: str) -> str:
+    """A file's text, or "" where it does not exist (no /proc on this OS)."""
     try:
         return Path(path).read_text()
     except OSError:
         return ""
 
 
-def _version(name: str) -> str | None:
+def package_version(name: str) -> str | None:
+    """Installed version of a package, without importing it."""
     try:
         return metadata.version(name)
     except metadata.PackageNotFoundError:
         return None
 
 
+def cpu_model(cpuinfo: str) -> str:
+    """The `model name` of /proc/cpuinfo text (platform's processor name where there is none)."""
+    match = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.MULTILINE)
+    return match.group(1).strip() if match else (platform.processor() or "unknown")
+
+
+def ram_gib(meminfo: str) -> float | None:
+    """MemTotal of /proc/meminfo text in GiB."""
+    match = re.search(r"^MemTotal:\s*(\d+)\s*kB", meminfo, re.MULTILINE)
+    return round(int(match.group(1)) / 2**20, 1) if match else None
+
+
 def machine_info() -> dict:
     """CPU model, cores, RAM, load and the versions that set the speed."""
-    cpu = re.search(r"^model name\s*:\s*(.+)$", _read("/proc/cpuinfo"), re.MULTILINE)
-    ram = re.search(r"^MemTotal:\s*(\d+)\s*kB", _read("/proc/meminfo"), re.MULTILINE)
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu": cpu.group(1).strip() if cpu else (platform.processor() or "unknown"),
-            "cores": os.cpu_count(), "usable_cores": usable,
-            "ram_gib": round(int(ram.group(1)) / 2**20, 1) if ram else None,
+    return {"cpu": cpu_model(read_text_or_empty("/proc/cpuinfo")), "cores": os.cpu_count(), "usable_cores": usable,
+            "ram_gib": ram_gib(read_text_or_empty("/proc/meminfo")),
             "load_average_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
-            "torch": _version("torch"), "monai": _version("monai"), "dvc": _version("dvc"),
-            "prefect": _version("prefect"), "python": platform.python_version(),
+            **{name: package_version(name) for name in ("torch", "monai", "dvc", "prefect")},
+            "python": platform.python_version(), "platform": platform.platform(),
             "when": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 

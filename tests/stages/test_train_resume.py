@@ -3,6 +3,7 @@ uninterrupted run ends (same history, bit-identical weights)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -104,3 +105,8 @@ def test_rerun_killed_after_final_checkpoint_completes(tiny_project):
     history = (tiny_project / FOLD_DIR / "history.csv").read_text().splitlines()
     assert len(history) == 1 + epochs
     assert (tiny_project / FOLD_DIR / "model.pt").is_file()
+    # The model's cost counts the epochs trained before the resume, not just this short rerun.
+    summary = json.loads((tiny_project / FOLD_DIR / "summary.json").read_text())
+    epoch_seconds = sum(float(row.split(",")[3]) for row in history[1:])
+    assert summary["seconds"] == pytest.approx(epoch_seconds, abs=0.1)
+    assert summary["seconds_this_run"] <= summary["seconds"] + 5

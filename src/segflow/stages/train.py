@@ -247,9 +247,13 @@ def train_fold(params: Params, paths: Paths, tracker=None) -> dict:
     write_history(paths, fold, state.history)  # also when resuming a run killed after its last epoch
     save_bundle(paths.model_for(fold), trainer.bundle(Plan.load(paths.plan).preprocessing.model_dump()))
     final = state.history[-1]
+    epoch_seconds = sum(h["seconds"] for h in state.history)
+    # `seconds`: every epoch's training time, those before a resume included (what the model cost);
+    # `seconds_this_run`: this process's wall clock (after a resume, only the part it ran).
     summary = {"epochs": state.epoch, "val_dice_mean": final.get("val_dice_mean"),
-               "train_loss": final["train_loss"], "seconds": round(clock.seconds(), 1),
-               "seconds_per_epoch": round(sum(h["seconds"] for h in state.history) / len(state.history), 2),
+               "train_loss": final["train_loss"], "seconds": round(epoch_seconds, 1),
+               "seconds_this_run": round(clock.seconds(), 1),
+               "seconds_per_epoch": round(epoch_seconds / len(state.history), 2),
                "peak_rss_mb": round(T.peak_rss_mb(), 1), "device": trainer.device.type, "fold": fold,
                "processes": D.world_size()}
     write_json(paths.train_summary_for(fold), summary)
