@@ -37,8 +37,8 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 from common import report  # noqa: E402
-from train_throughput import (REPO, Remote, build_trainer, check_project, child_argv, code_measured,  # noqa: E402
-                              loader_settings, parse_setting, prepare_project, serve_requests, sync,
+from train_throughput import (Remote, add_project_options, add_run_options, build_trainer, check_project,  # noqa: E402
+                              child_argv, code_measured, loader_settings, prepare_project, serve_requests, sync,
                               warn_if_noisy)
 
 COUNTED = ("read_volume", "numpy.load", "nibabel.load")
@@ -156,21 +156,11 @@ def rate_row(name: str, rates: list[float], extra: str) -> list:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--project", type=Path, default=REPO,
-                        help="a project after `dvc repro augment` (default: this repo)")
-    parser.add_argument("--prepare", type=Path, metavar="DIR",
-                        help="clone HEAD into DIR, run fetch-data and `dvc repro augment` there, measure it")
-    parser.add_argument("--baseline-src", type=Path, metavar="DIR",
-                        help="also measure the stage loader of the segflow package under DIR (e.g. /tmp/head/src)")
-    parser.add_argument("--fold", type=int, default=0)
+    add_project_options(parser, "stage loader")
     parser.add_argument("--repeats", type=int, default=6, help="loader epochs (>= 2), each followed by a model turn")
     parser.add_argument("--model-steps", type=int, default=4, help="forward+backward passes per model turn")
     parser.add_argument("--warmup", type=int, default=2, help="untimed model passes first")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    parser.add_argument("--set", dest="settings", type=parse_setting, action="append", default=[], metavar="KEY=VALUE",
-                        help="a params value for this measurement, e.g. --set train.num_workers=1 (repeatable)")
-    parser.add_argument("--out", type=Path, help="JSON path (default bench/results/data_throughput.json)")
-    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # the baseline's child process
+    add_run_options(parser, "data_throughput")
     args = parser.parse_args(argv)
     if args.repeats < 2:
         parser.error("--repeats must be at least 2 (epoch 2 is what shows the caching)")

@@ -337,24 +337,34 @@ def ratio_rows(stats: dict, seconds: dict, pairs: list[tuple[str, str, str]]) ->
     return rows, ratios
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_project_options(parser: argparse.ArgumentParser, measured: str) -> None:
+    """--project/--prepare/--baseline-src/--fold: what the throughput benches measure, and where."""
     parser.add_argument("--project", type=Path, default=REPO,
                         help="a project after `dvc repro augment` (default: this repo)")
     parser.add_argument("--prepare", type=Path, metavar="DIR",
                         help="clone HEAD into DIR, run fetch-data and `dvc repro augment` there, measure it")
     parser.add_argument("--baseline-src", type=Path, metavar="DIR",
-                        help="also measure the stage loop of the segflow package under DIR (e.g. /tmp/head/src)")
+                        help=f"also measure the {measured} of the segflow package under DIR (e.g. /tmp/head/src)")
     parser.add_argument("--fold", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=4, help="batches per timed turn")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed batches of each loop first")
-    parser.add_argument("--repeats", type=int, default=15, help="timed turns of each loop, interleaved")
+
+
+def add_run_options(parser: argparse.ArgumentParser, name: str) -> None:
+    """--device/--set/--out (and the baseline child's hidden --serve)."""
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                         help="auto: cuda when present (the stage's own rule)")
     parser.add_argument("--set", dest="settings", type=parse_setting, action="append", default=[], metavar="KEY=VALUE",
                         help="a params value for this measurement, e.g. --set train.num_workers=1 (repeatable)")
-    parser.add_argument("--out", type=Path, help="JSON path (default bench/results/train_throughput.json)")
+    parser.add_argument("--out", type=Path, help=f"JSON path (default bench/results/{name}.json)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)  # the baseline's child process
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_project_options(parser, "stage loop")
+    parser.add_argument("--steps", type=int, default=4, help="batches per timed turn")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed batches of each loop first")
+    parser.add_argument("--repeats", type=int, default=15, help="timed turns of each loop, interleaved")
+    add_run_options(parser, "train_throughput")
     return parser.parse_args(argv)
 
 

@@ -368,3 +368,20 @@ def test_channels_last_training_gives_a_bundle_that_loads_into_a_standard_networ
     trainer.net.eval()
     with torch.no_grad():
         assert torch.allclose(net(image), trainer.net(image), atol=1e-5)
+
+
+def test_trainer_pins_loader_memory_only_for_a_gpu(tmp_path, synthetic_cache):
+    """Pinned (page-locked) batches make the copy to a GPU asynchronous; on CPU they only cost."""
+    from segflow.paths import Paths
+    from segflow.stages.train import Trainer
+    from segflow.transforms.three_d import build_cached_transforms, build_random_transforms
+
+    project = tmp_path / "project"
+    write_fold_project(project, synthetic_cache)
+    trainer = Trainer(tiny_params(), Paths(project))
+    assert trainer.device.type == "cpu" and trainer.loader.pin_memory is False
+    items = T.load_volumes(synthetic_cache, CASES)
+    cfg = augment_config()
+    pinned = T.build_loader(items, build_cached_transforms(cfg), build_random_transforms(cfg), batch_size=2,
+                            pin_memory=True)
+    assert pinned.pin_memory is True

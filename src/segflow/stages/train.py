@@ -139,7 +139,7 @@ class Trainer:
         cached, random = build_training_transforms(self.params.augment, self.params.model.spatial_dims)
         return T.build_loader(T.load_volumes(self.paths.preprocessed, train_ids), cached, random, batch,
                               seed=self.params.seed, rank=D.rank(), world=D.world_size(),
-                              num_workers=self.params.train.num_workers)
+                              num_workers=self.params.train.num_workers, pin_memory=self.device.type == "cuda")
 
     def training_model(self) -> torch.nn.Module:
         """`net` in DDP under torchrun, compiled when train.compile; checkpoints and the bundle
