@@ -37,9 +37,8 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 from common import report  # noqa: E402
-from train_throughput import (Remote, add_project_options, add_run_options, build_trainer, check_project,  # noqa: E402
-                              child_argv, code_measured, loader_settings, prepare_project, serve_requests, sync,
-                              warn_if_noisy)
+from train_throughput import (Remote, add_project_options, add_run_options, build_trainer, child_argv,  # noqa: E402
+                              code_measured, loader_settings, ready_project, serve_requests, sync, warn_if_noisy)
 
 COUNTED = ("read_volume", "numpy.load", "nibabel.load")
 
@@ -234,10 +233,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.serve:
         return serve(args)
-    if args.prepare:
-        args.project = prepare_project(args.prepare)
-    args.project = args.project.resolve()
-    check_project(args.project)
+    args.project = ready_project(args)
     load_before = os.getloadavg()[0]
     current = StageLoader(args)
     trainer = current.trainer

@@ -74,6 +74,13 @@ def prepare_project(dest: Path) -> Path:
     return dest
 
 
+def ready_project(args: argparse.Namespace) -> Path:
+    """The project to measure (`--prepare` makes one first), checked for what the benches read."""
+    project = (prepare_project(args.prepare) if args.prepare else args.project).resolve()
+    check_project(project)
+    return project
+
+
 def check_project(project: Path) -> None:
     missing = [name for name in NEEDED if not (project / name).is_file()]
     if missing:
@@ -384,10 +391,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.serve:
         return serve(args)
-    if args.prepare:
-        args.project = prepare_project(args.prepare)
-    args.project = args.project.resolve()
-    check_project(args.project)
+    args.project = ready_project(args)
     load_before = os.getloadavg()[0]
     trainer = build_trainer(args.project, args.fold, args.device, args.settings)
     ours, bare = SegflowLoop(trainer), BareLoop(trainer)
