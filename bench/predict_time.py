@@ -61,10 +61,10 @@ if threads:
 import_s = time.perf_counter() - t0
 steps, cases = {}, []
 
-def timed(name, fn, per_case=True, opens_case=False):
+def timed(name, fn, per_case=True, case_of=None):
     def wrapper(*args, **kwargs):
-        if opens_case:
-            cases.append({"case": Path(args[2]).name})
+        if case_of is not None:
+            cases.append({"case": case_of(args)})
         start = time.perf_counter()
         try:
             return fn(*args, **kwargs)
@@ -76,19 +76,33 @@ def timed(name, fn, per_case=True, opens_case=False):
                 steps[name] = seconds
     return wrapper
 
+def time_steps(names):
+    for label, name in names:
+        if hasattr(P, name):
+            setattr(P, name, timed(label, getattr(P, name)))
+
+new_api = hasattr(P, "predict_files")  # the hostile-input predict (read_input, prepare_image, Outcome)
 if hasattr(P, "load_predictor"):
     P.load_predictor = timed("load_model", P.load_predictor, per_case=False)
 else:  # older code: the model file's read only (the networks' build is in the first case)
     P.load_bundle = timed("load_model", P.load_bundle, per_case=False)
-P.label_volume = timed("label_volume", P.label_volume, opens_case=True)
-for name in ("load_case", "predict_probabilities", "apply_postprocessing"):
-    setattr(P, name, timed(name, getattr(P, name)))
+if new_api:  # a case = predict_one (checks, label_volume, write); load_case = read + prepare
+    P.predict_one = timed("label_volume", P.predict_one, case_of=lambda args: args[0].source.name)
+    time_steps([("load_case", "read_input"), ("load_case", "prepare_image")])
+else:
+    P.label_volume = timed("label_volume", P.label_volume, case_of=lambda args: Path(args[2]).name)
+    time_steps([("load_case", "load_case")])
+time_steps([(n, n) for n in ("predict_probabilities", "apply_postprocessing")])
 write = "write_labels" if hasattr(P, "write_labels") else "save_label"
 setattr(P, write, timed("write_labels", getattr(P, write)))
 loop = time.perf_counter()
-written = [str(p) for p in P.predict_paths(root, model, source, output, tta=mode == "tta")]
+if new_api:
+    options = P.PredictOptions(tta=mode == "tta")
+    written = [str(o.dest) for o in P.predict_files(model, source, output, options, log=lambda line: None)]
+else:
+    written = [str(p) for p in P.predict_paths(root, model, source, output, tta=mode == "tta")]
 loop_s = time.perf_counter() - loop
-print("DRIVER " + json.dumps({"import_s": import_s, "threads": torch.get_num_threads(), "steps": steps,
+print("DRIVER " + json.dumps({"new_api": new_api, "import_s": import_s, "threads": torch.get_num_threads(), "steps": steps,
       "cases": cases, "loop_s": loop_s, "written": written, "end_s": time.perf_counter() - t0}))
 '''
 
@@ -216,7 +230,8 @@ def differing_voxels(new: dict, old_folder: Path) -> dict[str, int]:
 
 
 def summarise(mode: str, cli: list[float], drv: dict, n: int) -> dict:
-    per_case = [c["label_volume"] + c.get("write_labels", 0.0) for c in drv["cases"]]
+    # predict_one includes the write; the older label_volume did not
+    per_case = [c["label_volume"] + (0.0 if drv["new_api"] else c.get("write_labels", 0.0)) for c in drv["cases"]]
     parts = {k: statistics.median(c.get(k, 0.0) for c in drv["cases"])
              for k in ("load_case", "predict_probabilities", "apply_postprocessing", "write_labels")}
     startup = drv["import_s"] + (drv["wall_s"] - drv["end_s"])

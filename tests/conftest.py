@@ -69,6 +69,35 @@ def save_nifti(path: Path, array, spacing=(1.0, 1.0, 1.0)) -> None:
     nib.save(image, str(path))
 
 
+# Two float32 computations of one network output that differ only in summation order (memory
+# layout, batch size, thread count, TorchScript/ONNX kernels, and the CPU: oneDNN picks other
+# kernels on AMD EPYC than on Intel Xeon) differ by rounding: measured up to 6e-7 of the output's
+# largest magnitude (UNet logits; batch 8 vs 1, channels-last vs first, 1 vs 2 threads). A bound of
+# 1e-4 of that magnitude leaves two orders of margin for deeper networks and other CPUs, and a real
+# change (another weight, a missing layer) moves an output by O(1) of it.
+FLOAT32_REORDER_RTOL = 1e-4
+
+
+def assert_same_up_to_float32_order(actual, expected) -> None:
+    """`actual` equals `expected` up to the rounding of another float32 summation order."""
+    import torch
+
+    actual, expected = torch.as_tensor(actual), torch.as_tensor(expected)
+    scale = float(expected.abs().max()) or 1.0
+    torch.testing.assert_close(actual, expected, rtol=FLOAT32_REORDER_RTOL, atol=FLOAT32_REORDER_RTOL * scale)
+
+
+def assert_same_labels_where_decided(actual, expected) -> None:
+    """Argmax labels of two probability maps that agree up to float32 order: equal wherever the
+    top two classes are further apart than that rounding (a near-tie may go either way)."""
+    import torch
+
+    assert_same_up_to_float32_order(actual, expected)
+    top2 = torch.as_tensor(expected).topk(2, dim=0).values
+    decided = (top2[0] - top2[1]) > 2 * FLOAT32_REORDER_RTOL
+    assert torch.equal(actual.argmax(0)[decided], expected.argmax(0)[decided])
+
+
 def merge(base: dict, overrides: dict) -> dict:
     out = dict(base)
     for key, value in overrides.items():
@@ -207,3 +236,25 @@ def tiny_project(tiny_project_template, tmp_path) -> Path:
     dest = tmp_path / "project"
     shutil.copytree(tiny_project_template, dest, symlinks=True)
     return dest
+
+
+@pytest.fixture(scope="session")
+def augmented_template(tiny_project_template, tmp_path_factory) -> Path:
+    """The tiny project run up to the preprocessed cache (`dvc repro augment`), once per session;
+    train-stage tests start from a copy of it (`augmented_project`)."""
+    dest = tmp_path_factory.mktemp("augmented") / "project"
+    shutil.copytree(tiny_project_template, dest, symlinks=True)
+    run([str(BIN / "dvc"), "repro", "augment"], dest)
+    return dest
+
+
+def copy_project(template: Path, dest: Path) -> Path:
+    """A private copy of a test project (git history, DVC state and outputs included)."""
+    shutil.copytree(template, dest, symlinks=True)
+    return dest
+
+
+@pytest.fixture
+def augmented_project(augmented_template, tmp_path) -> Path:
+    """A private copy of the tiny project with its preprocessed cache in place."""
+    return copy_project(augmented_template, tmp_path / "project")

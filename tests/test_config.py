@@ -72,6 +72,58 @@ def test_bad_value_names_file_and_dotted_key(tmp_path, raw_params, section, key,
     assert repr(value) in message  # the offending value is shown
 
 
+@pytest.mark.parametrize(
+    ("section", "key", "value"),
+    [
+        ("train", "batch_size", 0),
+        ("train", "batch_size", -4),
+        ("train", "val_every", 0),
+        ("train", "nproc_per_node", 0),
+        ("train", "memory_budget_gb", 0),
+        ("train", "memory_budget_gb", float("inf")),  # passes `> 0`, means nothing
+        ("train", "lr", float("nan")),
+        ("augment", "patch_size", [0, 56, 40]),
+        ("augment", "target_spacing", [1.0, 0.0, 1.0]),
+        ("augment", "target_spacing", [1.0, float("inf"), 1.0]),
+        ("augment", "gamma_range", [0.0, 1.5]),  # x ** 0 is 1 everywhere
+        ("augment", "brightness_range", [0.0, 1.25]),
+        ("augment", "contrast_range", [1.25, 0.75]),
+        ("split", "seed", -1),
+        ("evaluate", "sw_batch_size", 0),
+        ("data", "archive_max_bytes", 0),
+        ("data", "archive_max_ratio", 0.5),
+    ],
+)
+def test_numbers_out_of_their_range_are_refused_naming_file_and_key(tmp_path, raw_params, section, key, value):
+    message = load_error(tmp_path, raw_params, section, key, value)
+    assert str(tmp_path / "params.yaml") in message
+    assert f"{section}.{key}" in message
+
+
+def test_a_negative_top_level_seed_is_refused(tmp_path, raw_params):
+    raw = copy.deepcopy(raw_params)
+    raw["seed"] = -1
+    with pytest.raises(ConfigError, match="seed") as caught:
+        load_params(write_params(tmp_path, raw))
+    assert str(tmp_path / "params.yaml") in str(caught.value)
+
+
+def test_union_branches_do_not_clutter_the_key(tmp_path, raw_params):
+    """`train.batch_size: 0` is named as such, not as `train.batch_size.constrained-int`."""
+    message = load_error(tmp_path, raw_params, "train", "batch_size", 0)
+    assert "constrained-int" not in message and "literal" not in message
+
+
+def test_target_spacing_axes_must_match_spatial_dims(tmp_path, raw_params):
+    message = load_error(tmp_path, raw_params, "augment", "target_spacing", [1.0, 1.0])
+    assert "augment.target_spacing" in message and "model.spatial_dims" in message
+
+
+def test_archive_limits_default_to_64_gib_and_ratio_200(raw_params):
+    data = load_params(REPO_PARAMS).data
+    assert (data.archive_max_bytes, data.archive_max_ratio) == (64 * 2**30, 200)
+
+
 def test_fold_outside_n_folds_is_refused_naming_split_folds(tmp_path, raw_params):
     message = load_error(tmp_path, raw_params, "split", "folds", [0, raw_params["split"]["n_folds"]])
     assert str(tmp_path / "params.yaml") in message

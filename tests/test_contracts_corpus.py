@@ -2,9 +2,11 @@
 
 The delivery is a two-channel MSD/nnU-Net dataset: good cases come both as one 4D NIfTI with
 channels last (MSD BraTS) and as nnU-Net channel files (`x_0000`, `x_0001`) while dataset.json
-names `x.nii.gz`. Each defect case carries exactly one defect and must produce its own named
-finding; the good cases must be kept without a single finding. Then the real Hippocampus copy
-must give exactly its documented defects.
+names `x.nii.gz`, and one through a symbolic link inside the delivery. Each defect case carries
+exactly one defect and must produce its own named finding; the good cases must be kept without a
+single finding. Hostile entries (`../`, absolute paths, links to files outside, /etc/passwd) are
+refused before a byte of them is read. Then the real Hippocampus copy must give exactly its
+documented defects.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ MAX_DIM = 24
 MIN_CASES = 50  # more than the delivery has: min_cases
 GOOD_4D = [f"good4d_{i:02d}" for i in range(6)]
 GOOD_SPLIT = [f"goodsplit_{i:02d}" for i in range(6)]
-GOOD = GOOD_4D + GOOD_SPLIT
+GOOD_LINKED = ["goodlink_00"]  # imagesTr/goodlink_00.nii.gz links to ../store/: inside the delivery, fine
+GOOD = GOOD_4D + GOOD_SPLIT + GOOD_LINKED
 HIPPOCAMPUS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "Task04_Hippocampus"
 
 # case id -> (rule, severity) it must produce. Kinds marked with a dataset-level rule are judged
@@ -56,6 +59,9 @@ EXPECTED = {
     "undeclared_value": ("label_values_declared", "error"),
     "parent_path": ("paths_confined", "error"),
     "absolute_path": ("paths_confined", "error"),
+    "absolute_inside": ("paths_confined", "error"),  # absolute, though it names a file of the delivery
+    "link_outside": ("paths_confined", "error"),
+    "link_to_passwd": ("paths_confined", "error"),
     "float_label": ("label_integer_dtype", "warning"),
     "no_foreground": ("foreground_present", "warning"),
     "orphan": ("orphan_file", "warning"),
@@ -144,6 +150,12 @@ class Delivery:
             save(self.root / "imagesTr" / f"{case_id}_{index:04d}.nii.gz", array)
         self.case(case_id, None, lbl)
 
+    def link(self, case_id: str, target: Path | str) -> None:
+        """A case whose image is a symbolic link to `target` (its label a plain file)."""
+        (self.root / "imagesTr").mkdir(parents=True, exist_ok=True)
+        (self.root / "imagesTr" / f"{case_id}.nii.gz").symlink_to(target)
+        self.case(case_id, None, label())
+
     def finish(self) -> None:
         labels = {str(v): f"class {v}" for v in DECLARED}
         descriptor = {"name": "Corpus", "modality": {"0": "T1", "1": "T2"}, "labels": labels, "training": self.entries}
@@ -155,6 +167,9 @@ def write_good(delivery: Delivery) -> None:
         delivery.case(case_id, image4d(i), label())
     for i, case_id in enumerate(GOOD_SPLIT):
         delivery.channels(case_id, [channel(100 + i), channel(200 + i)], label())
+    for i, case_id in enumerate(GOOD_LINKED):
+        save(delivery.root / "store" / f"{case_id}.nii.gz", image4d(50 + i))
+        delivery.link(case_id, f"../store/{case_id}.nii.gz")
 
 
 def write_file_defects(d: Delivery, outside: Path) -> None:
@@ -173,6 +188,10 @@ def write_file_defects(d: Delivery, outside: Path) -> None:
                                                 "label": "./labelsTr/parent_path.nii.gz"})
     d.case("absolute_path", image4d(8), None, entry={"image": "./imagesTr/absolute_path.nii.gz",
                                                      "label": str(outside / "secret.nii.gz")})
+    d.case("absolute_inside", image4d(9), label(), entry={
+        "image": str(d.root / "imagesTr" / "absolute_inside.nii.gz"), "label": "./labelsTr/absolute_inside.nii.gz"})
+    d.link("link_outside", outside / "secret.nii.gz")
+    d.link("link_to_passwd", "/etc/passwd")
 
 
 def write_content_defects(d: Delivery) -> None:
@@ -292,9 +311,30 @@ def test_findings_name_the_offending_file_in_a_sentence(result):
 
 
 def test_paths_outside_the_root_are_never_opened(manifest):
-    rows = manifest.set_index("case_id")
+    rows = manifest[manifest["listed"]].set_index("case_id")
     assert pd.isna(rows.loc["parent_path", "image_exists"]) and pd.isna(rows.loc["parent_path", "image_shape"])
     assert pd.isna(rows.loc["absolute_path", "label_exists"]) and pd.isna(rows.loc["absolute_path", "label_shape"])
+    for linked in ("link_outside", "link_to_passwd"):  # not even the magic bytes
+        assert pd.isna(rows.loc[linked, "image_bytes"]) and pd.isna(rows.loc[linked, "image_format"])
+
+
+def test_refused_paths_are_named_as_given_with_the_rule(result):
+    by_case = {(f.case_id, f.rule): f for f in result.findings}
+    for case_id in ("absolute_path", "absolute_inside"):
+        refused = by_case[(case_id, "paths_confined")]
+        assert Path(refused.file).is_absolute() and refused.file.endswith(".nii.gz")
+        assert f"dataset.json names {refused.file}, outside the dataset folder" in refused.message
+    linked = by_case[("link_outside", "paths_confined")]
+    assert linked.file == "imagesTr/link_outside.nii.gz"
+    assert "imagesTr/link_outside.nii.gz is a link to" in linked.message and "outside/secret.nii.gz" in linked.message
+    assert "/etc/passwd" in by_case[("link_to_passwd", "paths_confined")].message
+
+
+def test_a_file_listed_by_an_absolute_path_is_an_orphan_under_its_own_name(result):
+    """The delivery's own file is unused (its listing was refused): the warning names that file,
+    not the absolute entry of the listed case with the same id."""
+    orphan = next(f for f in result.findings if (f.case_id, f.rule) == ("absolute_inside", "orphan_file"))
+    assert orphan.file == "imagesTr/absolute_inside.nii.gz" and orphan.message.startswith(orphan.file)
 
 
 def test_both_channel_layouts_describe_two_channels(manifest):

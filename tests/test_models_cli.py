@@ -78,3 +78,41 @@ def test_empty_registry_says_so(tmp_path):
     assert "no models registered yet" in segflow(tmp_path, "list").stdout
     rollback = segflow(tmp_path, "rollback")
     assert rollback.returncode == 1 and "no earlier champion" in rollback.stderr
+
+
+def test_lost_index_is_listed_from_the_entries_and_repaired(project):
+    root, (a, b, c) = project
+    (root / "registry" / "index.json").unlink()
+
+    listed = segflow(root, "list")
+    assert listed.returncode == 0 and "no models registered yet" not in listed.stdout
+    assert all(model_id in listed.stdout for model_id in (a, b, c))
+    assert "registry/index.json is missing" in listed.stderr and "segflow models repair" in listed.stderr
+    refused = segflow(root, "promote", c)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "registry/index.json is missing" in refused.stderr and "segflow models repair" in refused.stderr
+
+    repaired = segflow(root, "repair")
+    assert repaired.returncode == 0, repaired.stderr
+    assert "from 3 entries" in repaired.stdout and f"champion: {b}" in repaired.stdout
+    listed = segflow(root, "list")
+    assert listed.stderr == "" and next(line for line in listed.stdout.splitlines() if b in line).startswith("*")
+
+
+def test_deleted_champion_folder_is_named_not_called_unknown(project):
+    root, (a, b, _) = project
+    shutil.rmtree(root / "registry" / "models" / b)
+    done = segflow(root, "show")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert f"champion {b} is named in {root / 'registry' / 'index.json'} but its folder" in done.stderr
+    assert "run `segflow models repair`" in done.stderr
+    assert f"champion: {a}" in segflow(root, "repair").stdout
+
+
+def test_unreadable_index_is_named_without_a_traceback(project):
+    root, _ = project
+    (root / "registry" / "index.json").write_text("")
+    done = segflow(root, "rollback")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith(f"segflow: {root / 'registry' / 'index.json'}: not valid JSON")
+    assert "segflow models repair" in done.stderr

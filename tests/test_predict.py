@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from conftest import REPO, save_nifti
+from segflow.data.preprocess import load_case, prepare_image
 from segflow.models.bundle import ModelBundle, save_bundle
 from segflow.models.factory import build_network
-from segflow.predict import load_predictor, predict_paths
+from segflow.predict import PredictOptions, load_predictor, predict_files, read_input
 
 NET_ARGS = dict(spatial_dims=3, in_channels=1, out_channels=3, channels=[4, 8], strides=[2], num_res_units=1)
 
@@ -36,7 +37,8 @@ def project(tmp_path) -> Path:
 def test_each_input_gets_a_uint8_label_file_with_its_geometry(project, tta):
     import nibabel as nib
 
-    written = list(predict_paths(project, str(project / "model.pt"), project / "in", project / "out", tta=tta))
+    outcomes = list(predict_files(str(project / "model.pt"), project / "in", project / "out", PredictOptions(tta=tta)))
+    written = [o.dest for o in outcomes]
     assert [p.name for p in written] == ["case_001.nii.gz", "case_002.nii.gz"]
     for dest in written:
         source, labels = nib.load(str(project / "in" / dest.name)), nib.load(str(dest))
@@ -47,6 +49,24 @@ def test_each_input_gets_a_uint8_label_file_with_its_geometry(project, tta):
 
 
 def test_load_predictor_gives_the_bundle_and_eval_networks(project):
-    bundle, nets = load_predictor(project, str(project / "model.pt"))
-    assert bundle.patch_size == [16, 16, 16]
-    assert len(nets) == 1 and not nets[0].training
+    predictor = load_predictor(project / "model.pt")
+    assert predictor.bundle.patch_size == [16, 16, 16]
+    assert len(predictor.nets) == 1 and not predictor.nets[0].training
+
+
+CT_PLAN = {"target_spacing": [1.0, 1.0, 1.0],
+           "normalisation": [{"scheme": "ct", "clip": [-1.0, 1.5], "mean": 0.1, "std": 0.9}]}
+ZSCORE_PLAN = {"target_spacing": [1.0, 1.5, 2.0], "normalisation": [{"scheme": "zscore"}]}
+
+
+@pytest.mark.parametrize("plan", [None, CT_PLAN, ZSCORE_PLAN], ids=["no-plan", "ct-resampled", "zscore-as-is"])
+def test_predict_prepares_an_input_exactly_as_load_case(project, plan):
+    """predict reads (and checks) the image itself, then prepares it through the same
+    prepare_image: the network must see what training's load_case gives, bit for bit."""
+    path = project / "in" / "case_001.nii.gz"
+    expected = load_case(path, preprocessing=plan)
+    raw = read_input(path)
+    actual = prepare_image(raw.image, raw.affine, raw.spacing, plan)
+    np.testing.assert_array_equal(actual.image, expected.image)
+    assert actual.original_shape == expected.original_shape and actual.spacing == expected.spacing
+    np.testing.assert_array_equal(actual.affine, expected.affine)

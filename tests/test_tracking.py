@@ -249,3 +249,57 @@ def test_pipeline_group_is_one_per_dvc_process(monkeypatch, tmp_path):
     assert groups[0][0] == groups[0][1] and groups[1][0] == groups[1][1]
     assert groups[0][0] != groups[1][0]
     assert re.fullmatch(r"dvc-\d{8}-\d{6}-\d+-nogit", groups[0][0])
+
+
+@pytest.fixture
+def silent_server():
+    """A TCP port that accepts connections and never answers (a hung or firewalled W&B server)."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    server.close()
+
+
+def test_unreachable_server_is_probed_once_per_run_and_stages_log_offline(wandb_dir, monkeypatch, caplog,
+                                                                          silent_server):
+    import time
+
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.setenv("WANDB_BASE_URL", silent_server)
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    start = time.monotonic()
+    with stage_run("ingest", {}) as first:
+        first.log({"cases": 3})
+    probes = []
+    monkeypatch.setattr(tracking, "server_reachable", lambda *a, **k: probes.append(a) or True)
+    with stage_run("validate", {}) as second:
+        second.log({"kept": 3})
+    elapsed = time.monotonic() - start
+
+    assert elapsed < 30, f"two stages took {elapsed:.0f} s against an unreachable server"
+    assert first.error is None and second.error is None  # both ran (offline) and finished
+    assert probes == [], "the run's second stage probed again"
+    assert len(sorted((wandb_dir / "wandb").glob("offline-run-*"))) == 2
+    warnings = tracking_warnings(caplog)
+    assert len(warnings) == 1 and silent_server in warnings[0] and "wandb sync" in warnings[0]
+
+
+def test_reachable_server_keeps_the_configured_mode(monkeypatch, tmp_path):
+    import http.server
+    import threading
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)  # answers 501
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{server.server_address[1]}")
+    try:
+        assert tracking.offline_for_this_run("group-a") is False
+    finally:
+        server.shutdown()
+    monkeypatch.setenv("WANDB_MODE", "offline")  # an offline run is never probed
+    monkeypatch.setattr(tracking, "server_reachable", lambda *a, **k: pytest.fail("probed"))
+    assert tracking.offline_for_this_run("group-b") is False

@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from conftest import BIN, REPO, run, synthetic_case
-from segflow.validation import delivery_limits, validate_delivery
+from segflow.data.acquire import ArchiveLimits
+from segflow.validation import UnusableInput, delivery_limits, validate_delivery
 
 SHAPE = (16, 24, 16)
 CASES = [f"case_{i}" for i in range(4)]
@@ -189,3 +190,68 @@ def test_2d_folder_delivery_without_mask_values_is_unusable(tmp_path):
     data = write_folder_delivery(tmp_path / "isbi")
     done = segflow_validate(tmp_path, data, tmp_path / "report.json")
     assert_unusable(done, data, "mask_values")
+
+
+# Hostile or malformed arguments: one line naming the path (or option) and the rule, exit 2.
+
+
+@pytest.mark.parametrize("where", ["folder", "below_a_file"])
+def test_a_report_path_that_cannot_be_a_file_exits_2(tmp_path, where):
+    data = write_delivery(tmp_path / "Toy")
+    (tmp_path / "notes.txt").write_text("a file")
+    report = {"folder": tmp_path, "below_a_file": tmp_path / "notes.txt" / "report.json"}[where]
+
+    done = segflow_validate(tmp_path, data, report, "--min-cases", "2")
+
+    assert_unusable(done, report, "report_path")
+    assert (tmp_path / "notes.txt").read_text() == "a file"
+
+
+def test_the_report_path_is_checked_before_the_delivery_is_read(tmp_path):
+    with pytest.raises(UnusableInput) as caught:  # the delivery is missing too: report_path comes first
+        validate_delivery(tmp_path / "nowhere", tmp_path, min_cases=2)
+    assert caught.value.rule == "report_path"
+
+
+def test_mask_values_that_are_not_integers_exit_2(tmp_path):
+    data = write_folder_delivery(tmp_path / "isbi")
+
+    done = segflow_validate(tmp_path, data, tmp_path / "report.json", "--mask-values", "a,b")
+
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "--mask-values" in done.stderr and "'a' is not a whole number" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "report.json").exists()
+
+
+def tar_gz_of(folder: Path, archive: Path) -> Path:
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname=folder.name)
+    return archive
+
+
+def test_an_archive_past_the_limits_given_is_unusable_with_rule_archive_size(tmp_path):
+    data = write_delivery(tmp_path / "src" / "Task99_Toy")
+    (data / "imagesTr" / "padding.bin").write_bytes(bytes(2 << 20))  # 2 MiB that gzip shrinks ~1000x
+    archive = tar_gz_of(data, tmp_path / "delivery.tar.gz")
+
+    with pytest.raises(UnusableInput) as caught:
+        validate_delivery(archive, tmp_path / "report.json", min_cases=2,
+                          archive_limits=ArchiveLimits(max_bytes=1 << 30, max_ratio=20))
+
+    assert caught.value.rule == "archive_size"
+    assert "padding.bin" in str(caught.value) and "data.archive_max_ratio" in str(caught.value)
+    assert not (tmp_path / "report.json").exists()
+
+
+def test_segflow_validate_honours_the_archive_limits_in_params(tmp_path):
+    data = write_delivery(tmp_path / "src" / "Task99_Toy")
+    archive = tar_gz_of(data, tmp_path / "delivery.tar.gz")
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["data"]["archive_max_bytes"] = 1024  # far below the delivery's expanded size
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+
+    done = segflow_validate(tmp_path, archive, tmp_path / "report.json", "--min-cases", "2")
+
+    assert_unusable(done, archive, "archive_size")
+    assert "data.archive_max_bytes = 1024" in done.stderr

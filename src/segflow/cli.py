@@ -45,7 +45,10 @@ def stage(
 ) -> None:
     """Run one pipeline stage (this is what dvc.yaml calls)."""
     root = _project_root()
+    from segflow.parent_watch import exit_with_launcher
     from segflow.stages import run_stage
+
+    exit_with_launcher()  # killed with dvc, never left training as an orphan
 
     try:
         run_stage(name, root, fold)
@@ -68,13 +71,17 @@ def validate(
 
     Exit 0: no error.
     Exit 1: a case is quarantined or the delivery has a dataset-level error (--strict: or a warning).
-    Exit 2: the delivery cannot be read (missing, not an archive, unsafe member, no dataset.json).
+    Exit 2: the delivery cannot be read (missing, not an archive, unsafe member, too large, no
+    dataset.json), the report cannot be written there, or an option is malformed.
     """
     from segflow.config import ConfigError
-    from segflow.validation import FolderLayout, UnusableInput, validate_delivery
+    from segflow.validation import FolderLayout, UnusableInput, parse_mask_values, validate_delivery
 
     try:
-        values = tuple(int(v) for v in mask_values.split(",") if v.strip())
+        values = parse_mask_values(mask_values)
+    except ValueError as exc:
+        _fail(f"--mask-values {mask_values!r}: {exc}", code=2)
+    try:
         folders = FolderLayout(image_dir, label_dir, values)
         verdict = validate_delivery(data, report, layout=layout, min_cases=min_cases, strict=strict,
                                     folders=folders)
@@ -100,21 +107,42 @@ def fetch_data() -> None:
 
 @app.command()
 def predict(
-    model: Annotated[str, typer.Option(help="'champion', a registry model id, or a model file")] = "champion",
-    input: Annotated[Path, typer.Option("--input", "-i", help="a NIfTI file or a folder of them")] = ...,
-    output: Annotated[Path, typer.Option("--output", "-o", help="folder for the label NIfTIs")] = ...,
-    sw_overlap: Annotated[float, typer.Option(help="sliding-window overlap")] = 0.5,
+    model: Annotated[str, typer.Option(help="a model file (needs no project), or 'champion' / a registry "
+                                            "model id or id prefix of the project here")] = "champion",
+    input: Annotated[Path, typer.Option("--input", "-i", help="a NIfTI/PNG/TIF file or a folder of them")] = ...,
+    output: Annotated[Path, typer.Option("--output", "-o", help="folder for the label files")] = ...,
+    sw_overlap: Annotated[float, typer.Option(min=0.0, max=0.95, help="sliding-window overlap")] = 0.5,
     tta: Annotated[bool, typer.Option(help="mirror test-time augmentation (as evaluate uses by default)")] = True,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="replace label files already in --output "
+                                                                "(an input is never overwritten)")] = False,
+    repair_nonfinite: Annotated[bool, typer.Option("--repair-nonfinite", help="replace NaN/infinite voxels by "
+                                                   "the channel's finite median (and warn) instead of refusing "
+                                                   "the file")] = False,
 ) -> None:
-    """Label new volumes with a registered (or any) model; one label NIfTI per input."""
-    root = _project_root()
-    from segflow.predict import predict_paths
+    """Label new volumes with a registered (or any) model; one label file per input.
 
+    Written label files are listed on stdout; warnings, refusals and a per-file summary on stderr.
+    Exit 0: every input labelled.
+    Exit 1: some inputs refused (each named with the rule it breaks); the others were labelled.
+    Exit 2: nothing done: the input or the output folder is unusable, two inputs map to one label
+    file, or a label file would overwrite an input (or an existing file, without --overwrite).
+    An unusable model (no such file or registry id, not a segflow model file) exits 1.
+    """
+    from segflow.predict import PredictOptions, PredictRefused, batch_exit_code, predict_files, summary_lines
+
+    options = PredictOptions(overlap=sw_overlap, tta=tta, overwrite=overwrite, repair_nonfinite=repair_nonfinite)
+    outcomes = []
     try:
-        for written in predict_paths(root, model, input, output, overlap=sw_overlap, tta=tta):
-            typer.echo(written)
+        for outcome in predict_files(model, input, output, options):
+            outcomes.append(outcome)
+            if outcome.dest is not None:
+                typer.echo(outcome.dest)
+    except PredictRefused as exc:
+        _fail(str(exc), code=exc.exit_code)
     except _user_errors() as exc:
         _fail(str(exc))
+    typer.echo("\n".join(summary_lines(outcomes)), err=True)
+    raise typer.Exit(batch_exit_code(outcomes))
 
 
 @app.command()
@@ -129,7 +157,7 @@ def plots(output: Annotated[Path, typer.Option(help="folder for index.html and P
         _fail(str(exc))
 
 
-models_app = typer.Typer(help="The model registry: list, show, promote, roll back.", no_args_is_help=True)
+models_app = typer.Typer(help="The model registry: list, show, promote, roll back, repair.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 
 
@@ -143,13 +171,17 @@ def _registry():
 
 @models_app.command("list")
 def models_list() -> None:
-    """Every registered model, oldest first; '*' marks the champion."""
-    from segflow.registry_view import models_table
+    """Every registered model, oldest first; '*' marks the champion. A damaged or out-of-date index
+    is reported (on stderr) after what could be listed."""
+    from segflow.registry_view import models_report
 
     try:
-        typer.echo(models_table(_registry()))
+        table, warnings = models_report(_registry())
     except _user_errors() as exc:
         _fail(str(exc))
+    typer.echo(table)
+    for warning in warnings:
+        typer.echo(f"segflow: warning: {warning}", err=True)
 
 
 @models_app.command("show")
@@ -171,6 +203,16 @@ def models_promote(
     """Make a registered model champion by hand (overrides the champion/challenger rule)."""
     try:
         typer.echo(f"champion is now {_registry().promote(model, reason)}")
+    except _user_errors() as exc:
+        _fail(str(exc))
+
+
+@models_app.command("repair")
+def models_repair() -> None:
+    """Rebuild index.json from the models' entry.json files (after it was lost, damaged or left
+    behind by the folders), and say what was found: entries, champion, what was left out."""
+    try:
+        typer.echo("\n".join(_registry().repair().lines()))
     except _user_errors() as exc:
         _fail(str(exc))
 

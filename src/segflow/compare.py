@@ -146,17 +146,25 @@ def registry_dir(root: Path) -> Path:
 
 
 def champion_id(root: Path) -> str | None:
-    index = registry_dir(root) / "index.json"
-    return read_json(index).get("champion") if index.is_file() else None
+    """The registry's champion; a damaged registry raises CompareError naming the fault."""
+    from segflow.registry import Registry, RegistryError
+
+    try:
+        return Registry(registry_dir(root)).index().get("champion")
+    except RegistryError as exc:
+        raise CompareError(str(exc)) from None
 
 
 def _registry_model(root: Path, reference: str) -> Record | None:
-    """'champion', a model id or an id prefix from the registry; None when it names no model there."""
-    from segflow.registry import Registry, RegistryError
+    """'champion', a model id or an id prefix from the registry; None when it names no model there
+    (a damaged registry is named, never taken for 'no such model')."""
+    from segflow.registry import BrokenRegistry, Registry, RegistryError
 
     registry = Registry(registry_dir(root))
     try:
         model_id = registry.model_id(reference)
+    except BrokenRegistry as exc:
+        raise CompareError(str(exc)) from None
     except RegistryError as exc:
         if reference == CHAMPION:
             raise CompareError(f"champion: {exc}") from None

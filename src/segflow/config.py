@@ -22,7 +22,8 @@ class ConfigError(ValueError):
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: `.inf` or `.nan` passes `gt=0` checks (inf > 0) but means nothing.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DataConfig(Section):
@@ -42,6 +43,10 @@ class DataConfig(Section):
     label_dir: str = "train/label"
     labels: dict[int, str] | None = None
     label_map: dict[int, int] | None = None
+    # How far an archive (data.url, `segflow validate --data x.tar.gz`) may expand: bytes in all,
+    # and times its own size (the numbers are justified in params.yaml).
+    archive_max_bytes: int = Field(64 * 2**30, ge=1)
+    archive_max_ratio: float = Field(200.0, ge=1)
 
     @model_validator(mode="after")
     def _folders_need_labels(self) -> DataConfig:
@@ -62,7 +67,7 @@ class SplitConfig(Section):
 
     n_folds: int = Field(5, ge=2)
     folds: list[int] = Field(default_factory=lambda: [0], min_length=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0)  # numpy's generators take no negative seed
 
     @field_validator("folds")
     @classmethod
@@ -92,13 +97,14 @@ class ValidateConfig(Section):
 
 
 Probability = Field(ge=0.0, le=1.0)
+FACTOR_RANGES = ("brightness_range", "contrast_range", "gamma_range")  # multiply or raise to the power
 
 
 class AugmentConfig(Section):
     """Preprocessing (spacing, normalisation) and the training augmentation, as in nnU-Net."""
 
     patch_size: Annotated[list[int], Field(min_length=2, max_length=3)] | Auto = AUTO
-    target_spacing: list[float] | Auto = AUTO
+    target_spacing: Annotated[list[float], Field(min_length=2, max_length=3)] | Auto = AUTO  # mm per axis
     normalisation: Literal["auto", "zscore", "ct"] = AUTO  # auto: ct for CT modality, else zscore
     foreground_oversample: float = Probability
     flip_prob: float = Probability
@@ -120,17 +126,22 @@ class AugmentConfig(Section):
     gamma_range: tuple[float, float] = (0.7, 1.5)
     preview_samples: int = Field(4, ge=1, le=16)
 
-    @model_validator(mode="after")
-    def _positive_sizes(self) -> AugmentConfig:
-        if self.patch_size != AUTO and any(side < 1 for side in self.patch_size):
-            raise ValueError(f"patch_size sides must be positive, got {self.patch_size}")
-        if self.target_spacing != AUTO and any(s <= 0 for s in self.target_spacing):
-            raise ValueError(f"target_spacing must be positive, got {self.target_spacing}")
-        for name in ("blur_sigma", "brightness_range", "contrast_range", "gamma_range"):
-            low, high = getattr(self, name)
-            if not 0 <= low <= high:
-                raise ValueError(f"{name} must be [low, high] with 0 <= low <= high, got {[low, high]}")
-        return self
+    @field_validator("patch_size", "target_spacing")
+    @classmethod
+    def _positive_axes(cls, value: list | str) -> list | str:
+        if value != AUTO and any(axis <= 0 for axis in value):
+            raise ValueError("every axis must be positive")
+        return value
+
+    @field_validator("blur_sigma", "brightness_range", "contrast_range", "gamma_range")
+    @classmethod
+    def _ordered_range(cls, value: tuple[float, float], info: ValidationInfo) -> tuple[float, float]:
+        low, high = value
+        if not 0 <= low <= high:
+            raise ValueError("must be [low, high] with 0 <= low <= high")
+        if info.field_name in FACTOR_RANGES and low == 0:
+            raise ValueError("must start above 0 (a factor of 0 erases the image)")
+        return value
 
 
 class ModelConfig(Section):
@@ -138,7 +149,7 @@ class ModelConfig(Section):
 
     An argument set to `auto` (e.g. `channels`, `strides`) takes the plan's value."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
     name: str
     spatial_dims: Literal[2, 3] = 3
     in_channels: int = Field(1, ge=1)
@@ -151,7 +162,7 @@ class ModelConfig(Section):
 
 class TrainConfig(Section):
     epochs: int = Field(ge=1)
-    batch_size: int | Auto = AUTO
+    batch_size: Annotated[int, Field(ge=1)] | Auto = AUTO
     # The plan sizes patch, batch and network for this device under this memory budget.
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when present at plan time
     memory_budget_gb: float = Field(8.0, gt=0)
@@ -192,7 +203,7 @@ class Params(Section):
     """All of params.yaml. `validate` and `register` are reached as `validate_`/`register_`
     because pydantic reserves those names."""
 
-    seed: int = 0
+    seed: int = Field(0, ge=0)  # numpy's generators take no negative seed
     data: DataConfig
     split: SplitConfig
     validate_: ValidateConfig = Field(alias="validate")
@@ -214,16 +225,25 @@ class Params(Section):
 
     @model_validator(mode="after")
     def _dims_agree(self) -> Params:
-        if self.augment.patch_size != AUTO and len(self.augment.patch_size) != self.model.spatial_dims:
-            raise ValueError(
-                f"augment.patch_size has {len(self.augment.patch_size)} sides but "
-                f"model.spatial_dims is {self.model.spatial_dims}"
-            )
+        for key in ("patch_size", "target_spacing"):
+            value = getattr(self.augment, key)
+            if value != AUTO and len(value) != self.model.spatial_dims:
+                raise ValueError(f"augment.{key} has {len(value)} axes but model.spatial_dims is "
+                                 f"{self.model.spatial_dims}")
         return self
 
 
+UNION_TAGS = {"int", "float", "str", "bool"}  # pydantic names a union branch in the location
+
+
+def _is_key(part: object) -> bool:
+    """A params key or list index in an error location, not a union branch such as
+    `constrained-int` or `literal['auto']`."""
+    return isinstance(part, int) or (str(part).isidentifier() and str(part) not in UNION_TAGS)
+
+
 def _describe(error: dict) -> str:
-    where = ".".join(str(part).rstrip("_") for part in error["loc"])
+    where = ".".join(str(part).rstrip("_") for part in error["loc"] if _is_key(part))
     shown = "input" in error and error["type"] != "missing" and not isinstance(error["input"], dict)
     got = f" (got {error['input']!r})" if shown else ""
     return f"{where or '<top level>'}: {error['msg']}{got}"

@@ -6,7 +6,7 @@ so that every decision itself is a GX expectation that Data Docs can show.
 
 Four GX runs judge a delivery:
   1. case rules over the listed cases (an error quarantines the case), plus unique case ids;
-  2. the orphan rule over every row (files on disk that no case uses);
+  2. the orphan rule over the files on disk that no case uses (one row per case id);
   3. population rules over the usable cases (duplicates, leakage across folds, outliers);
   4. table rules over the usable cases (minimum count, declared labels present, dtypes).
 A `dataset`-scope error rejects the delivery as a whole; warnings never remove a case.
@@ -188,8 +188,7 @@ def listing_rules() -> list[Rule]:
     """How the delivery lists its cases: inside its own folder, each id once."""
     return [
         Rule("paths_confined", "error", _in_set("paths_confined", [True]),
-             "{descriptor} names {unsafe_paths}, outside the dataset folder; it is refused and never read",
-             "unsafe_paths"),
+             "{unsafe_reason}; it is refused and never read", "unsafe_paths"),
         Rule("unique_case_ids", "error", lambda: _ex().ExpectColumnValuesToBeUnique(column="case_id"),
              "case id {case_id} is listed more than once in {descriptor}", "descriptor", "dataset"),
     ]
@@ -326,9 +325,11 @@ def _with_text_columns(manifest: pd.DataFrame) -> pd.DataFrame:
     from segflow.data.manifest import MANIFEST_COLUMNS
 
     frame = manifest.reindex(columns=list(dict.fromkeys([*manifest.columns, *MANIFEST_COLUMNS])))
-    for column in ("image_error", "label_error", "unsafe_paths", "image", "label"):
+    for column in ("image_error", "label_error", "unsafe_paths", "unsafe_reason", "image", "label"):
         frame[column] = _text(frame, column)
     frame["descriptor"] = frame["descriptor"].fillna("dataset.json")
+    listed_outside = frame["descriptor"] + " names " + frame["unsafe_paths"] + ", outside the dataset folder"
+    frame["unsafe_reason"] = frame["unsafe_reason"].where(frame["unsafe_reason"] != "", listed_outside)
     for role in ("image", "label"):
         frame[f"{role}_file"] = _text(frame, f"{role}_file").replace("", "(not named in the listing)")
     frame["orphan_file"] = frame["image"].where(frame["image"] != "", frame["label"])
@@ -550,6 +551,16 @@ def _judge_listed(judge: _Judge, listed: pd.DataFrame, rules: list[Rule]) -> tup
             [f for f in found if f.rule not in case_scope])
 
 
+def orphan_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The files no case uses, one row per case id naming all of that id's files: a finding is
+    made from the first row of an id, so a listed case of the same id must not stand in."""
+    orphans = frame[~frame["listed"].astype(bool)]
+    files = orphans.groupby("case_id", sort=False)["orphan_file"].agg(", ".join)
+    rows = orphans.drop_duplicates("case_id").copy()
+    rows["orphan_file"] = rows["case_id"].map(files)
+    return rows
+
+
 def _usable(listed: pd.DataFrame, kept: list[str]) -> pd.DataFrame:
     """Kept cases whose id is unique: the population dataset rules judge."""
     return listed[listed["case_id"].isin(kept) & ~listed["case_id"].duplicated(keep=False)]
@@ -579,7 +590,7 @@ def check_manifest(manifest: pd.DataFrame, declared_labels: list[int], max_dim: 
     kept = [c for c in dict.fromkeys(listed["case_id"]) if c not in quarantined]
     usable = _usable(listed, kept)
     population = with_population_features(usable, declared_labels, folds)
-    delivery = (listing + judge(frame, orphan_rules(), "orphan_rules")
+    delivery = (listing + judge(orphan_rows(frame), orphan_rules(), "orphan_rules")
                 + _by_case_order(judge(population, population_rules(outlier_z), "population_rules"), usable)
                 + judge(population, dataset_rules(min_cases, declared_labels, foreground_labels), "dataset_rules"))
     dataset_errors = [f for f in delivery if f.severity == "error"]

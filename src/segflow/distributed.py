@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 
 from segflow.errors import StageFailed
+from segflow.parent_watch import die_with_parent
 
 # Other ranks wait at a barrier while rank 0 validates and writes files; allow for a long
 # validation rather than torch's default (10 min on NCCL).
@@ -135,7 +136,8 @@ def launch_torchrun(nproc: int, module: str, args: list[str], cwd: Path) -> None
     """
     command = torchrun_command(nproc, module, args)
     print(f"train: starting {nproc} processes: {' '.join(command)}", flush=True)
-    code = subprocess.run(command, cwd=cwd, check=False).returncode
+    # torchrun stops its workers on SIGTERM: it gets one when this stage dies (parent_watch).
+    code = subprocess.run(command, cwd=cwd, check=False, preexec_fn=die_with_parent).returncode
     if code != 0:
         raise StageFailed(f"the {nproc} torchrun workers of `{' '.join(args)}` failed with exit code "
                           f"{code}; their tracebacks are in the output above")

@@ -36,16 +36,19 @@ def count_windows(spatial: Sequence[int], patch_size: Sequence[int], overlap: fl
 
 @torch.no_grad()
 def predict_batch_logits(net: torch.nn.Module, images: torch.Tensor, patch_size: list[int],
-                         sw_batch_size: int = 4, overlap: float = 0.5, amp: bool = True) -> torch.Tensor:
+                         sw_batch_size: int = 4, overlap: float = 0.5, amp: bool = True,
+                         progress: bool = False) -> torch.Tensor:
     """Class logits (B, K, *spatial) for a batch of same-size channel-first images; their windows
-    share the network's forward batches (up to `sw_batch_size` windows each)."""
+    share the network's forward batches (up to `sw_batch_size` windows each). `progress` shows
+    MONAI's tqdm bar over the windows (on stderr), for volumes that take a while."""
     from monai.inferers import sliding_window_inference
 
-    device = next(net.parameters()).device
-    batch = torch.as_tensor(images, dtype=torch.float32).to(device)
+    weight = next(net.parameters())
+    device = weight.device
+    batch = torch.as_tensor(images).to(device, dtype=weight.dtype)
     with autocast(device, amp):
         logits = sliding_window_inference(batch, list(patch_size), sw_batch_size, net, overlap=overlap,
-                                          mode="gaussian")
+                                          mode="gaussian", progress=progress)
     return torch.as_tensor(logits).float().cpu()
 
 

@@ -1,7 +1,8 @@
 """Atomic file writes: an output is either the old whole file or the new whole file.
 
 Stages write through these helpers so a stage killed midway never leaves a half-written
-output for DVC (or a person) to pick up.
+output for DVC (or a person) to pick up. Folders are staged the same way, in a hidden sibling
+named after its owner (`owner_tag`), so a later run can remove the ones a killed run left.
 """
 
 from __future__ import annotations
@@ -10,7 +11,11 @@ import contextlib
 import hashlib
 import json
 import os
+import re
+import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -77,3 +82,43 @@ def file_hash(path: Path | str, algorithm: str = "sha256") -> str:
         while block := handle.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
+
+
+# -- staging folders of killed runs --------------------------------------------------------------
+
+ABANDONED_AFTER_S = 24 * 3600  # a staging folder this old is abandoned, whoever made it
+
+
+def owner_tag() -> str:
+    """`<pid>@<host>`: who made a staging folder, so a later run can tell whether it is still at work."""
+    return f"{os.getpid()}@{socket.gethostname()}"
+
+
+def is_abandoned(folder: Path, max_age_s: float = ABANDONED_AFTER_S) -> bool:
+    """True when the process a staging folder's name ends with (`-<pid>@<host>`) is gone from this
+    host, or the folder is older than `max_age_s` (another host's, or one named without an owner)."""
+    owner = re.search(r"[-.](\d+)@([^@/]+)$", folder.name)
+    if owner and owner[2] == socket.gethostname() and not _process_alive(int(owner[1])):
+        return True
+    try:
+        return time.time() - folder.stat().st_mtime > max_age_s
+    except FileNotFoundError:  # its owner finished meanwhile
+        return False
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. another user's process: it exists
+        return True
+    return True
+
+
+def remove_abandoned(parent: Path, pattern: str) -> list[Path]:
+    """Remove the abandoned staging folders matching `pattern` in `parent`; returns those removed."""
+    removed = [p for p in sorted(parent.glob(pattern)) if p.is_dir() and is_abandoned(p)]
+    for folder in removed:
+        shutil.rmtree(folder, ignore_errors=True)
+    return removed

@@ -14,12 +14,16 @@ Lineage: a stage declares what it read with `use_artifact_files` (the same files
 logged, so W&B resolves them to that stage's artifact version by content digest) and what it made
 with `log_artifact`. Both work offline and are replayed by `wandb sync`.
 
-Set `SEGFLOW_TRACKING=off` to skip W&B entirely.
+Set `SEGFLOW_TRACKING=off` to skip W&B entirely. Online, the W&B server is probed once per
+pipeline run (a few seconds at most): when it cannot be reached every stage of the run logs
+offline, with one warning, instead of each stage waiting out wandb's 90 s init timeout.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import json
 import logging
 import os
 import re
@@ -30,6 +34,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from segflow.parent_watch import dvc_ancestor
+
 log = logging.getLogger(__name__)
 
 GROUP_ENV = "SEGFLOW_RUN_GROUP"
@@ -37,6 +43,9 @@ TRACKING_ENV = "SEGFLOW_TRACKING"
 DEFAULT_PROJECT = "segflow"
 SECRET_KEY = re.compile(r"api_?key|token|secret|password", re.IGNORECASE)
 _OFF_VALUES = {"off", "0", "false", "no", "disabled"}
+_ONLINE_MODES = {"online", "run", ""}  # wandb's names for logging to a server; unset is online
+DEFAULT_BASE_URL = "https://api.wandb.ai"
+PROBE_TIMEOUT_S = 3.0
 
 
 def artifact_name(*parts: object) -> str:
@@ -73,25 +82,10 @@ def pipeline_group() -> str:
     if group:
         return group
     sha = _short_git_sha() or "nogit"
-    dvc_run = _dvc_ancestor()
+    dvc_run = dvc_ancestor()
     if dvc_run is not None:
-        pid, started = dvc_run
-        return f"dvc-{dt.datetime.fromtimestamp(started):%Y%m%d-%H%M%S}-{pid}-{sha}"
+        return f"dvc-{dt.datetime.fromtimestamp(dvc_run.started):%Y%m%d-%H%M%S}-{dvc_run.pid}-{sha}"
     return f"local-{dt.datetime.now():%Y%m%d}-{sha}"
-
-
-def _dvc_ancestor() -> tuple[int, float] | None:
-    """(pid, start time) of the `dvc` process this one runs under, or None."""
-    try:
-        import psutil
-
-        for process in psutil.Process().parents():
-            command = process.cmdline()
-            if any(Path(part).name == "dvc" or part.endswith("/dvc/__main__.py") for part in command[:2]):
-                return process.pid, process.create_time()
-    except Exception:  # noqa: BLE001 - no psutil, no /proc, a parent gone: fall back
-        return None
-    return None
 
 
 def _short_git_sha() -> str | None:
@@ -105,6 +99,46 @@ def _short_git_sha() -> str | None:
         return None
     sha = done.stdout.strip()
     return sha if done.returncode == 0 and sha else None
+
+
+def server_reachable(base_url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """True when the W&B server at `base_url` answers HTTP at all (any status) within `timeout`."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{base_url.rstrip('/')}/healthz", timeout=timeout):
+            return True
+    except urllib.error.HTTPError:
+        return True  # it answered
+    except (OSError, ValueError):  # refused, unresolvable, timed out, not a URL
+        return False
+
+
+def _probe_record(group: str) -> Path:
+    state = Path(os.environ.get("WANDB_DIR") or ".")
+    return state / "wandb-probe" / f"{artifact_name(group)}.json"
+
+
+def offline_for_this_run(group: str) -> bool:
+    """Whether this pipeline run (`group`) must log offline because the W&B server is unreachable.
+
+    Only an online mode is probed, once per group: the first stage records the answer in
+    $WANDB_DIR/wandb-probe/ and warns; the run's later stages read it and go offline quietly."""
+    if os.environ.get("WANDB_MODE", "").strip().lower() not in _ONLINE_MODES:
+        return False
+    record = _probe_record(group)
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        return not json.loads(record.read_text())["reachable"]
+    base_url = os.environ.get("WANDB_BASE_URL") or DEFAULT_BASE_URL
+    reachable = server_reachable(base_url)
+    with contextlib.suppress(OSError):
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps({"reachable": reachable, "base_url": base_url}))
+    if not reachable:
+        log.warning("W&B server %s did not answer within %.0f s: this run (%s) logs offline; upload it later "
+                    "with `wandb sync %s`", base_url, PROBE_TIMEOUT_S, group, os.environ.get("WANDB_DIR", "wandb"))
+    return not reachable
 
 
 def scrub_secrets(value: Any) -> Any:
@@ -172,6 +206,8 @@ class StageRun:
             kwargs["dir"] = os.environ["WANDB_DIR"]
         if os.environ.get("WANDB_MODE"):
             kwargs["mode"] = os.environ["WANDB_MODE"]
+        if offline_for_this_run(self.group):
+            kwargs["mode"] = "offline"
         return kwargs
 
     def finish(self, exit_code: int = 0) -> None:

@@ -20,7 +20,9 @@ import torch
 
 from segflow.data.preprocess import read_volume
 from segflow.inference import autocast, predict_labels
+from segflow.errors import StageFailed
 from segflow.io import atomic_path
+from segflow.models.torch_files import load_torch_file
 from segflow.metrics.segmentation import dice_per_class
 
 
@@ -200,8 +202,9 @@ def train_epoch(net, loader, loss_fn, optimizer, scaler, device, amp: bool, prog
     """One pass over the loader; returns the mean loss."""
     net.train()
     losses = []
+    dtype = next(net.parameters()).dtype  # float32, or float64 for exact numerical checks
     for batch in loader:
-        images = batch["image"].to(device, non_blocking=True)
+        images = batch["image"].to(device, dtype=dtype, non_blocking=True)
         labels = batch["label"].to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
         with autocast(device, amp):
@@ -232,11 +235,16 @@ def save_checkpoint(path: Path, fingerprint: str, state: TrainState, net, optimi
 
 
 def resume_checkpoint(path: Path, fingerprint: str, net, optimizer, scaler) -> TrainState | None:
-    """Restore the last checkpoint if it belongs to this configuration; None otherwise."""
+    """Restore the last checkpoint if it belongs to this configuration; None otherwise. A checkpoint
+    that does not load stops training (it may hold hours of work): the error names it and says
+    that deleting it restarts the fold from scratch."""
     if not path.is_file():
         return None
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    if payload.get("fingerprint") != fingerprint:
+    try:
+        payload = load_torch_file(path, "training checkpoint")
+    except ValueError as exc:
+        raise StageFailed(f"{exc}. Delete {path} to train this fold from scratch") from None
+    if not isinstance(payload, dict) or payload.get("fingerprint") != fingerprint:
         return None
     net.load_state_dict(payload["model"])
     optimizer.load_state_dict(payload["optimizer"])

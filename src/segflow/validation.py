@@ -7,6 +7,7 @@ archive, no pipeline) both go through here, so one delivery gets the same findin
 
 from __future__ import annotations
 
+import os
 import tarfile
 import tempfile
 import zipfile
@@ -14,15 +15,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from segflow.config import PARAMS_FILE, ValidateConfig, load_params
+from segflow.config import PARAMS_FILE, Params, ValidateConfig, load_params
 from segflow.contracts import ContractResult, check_manifest, gx_context
 from segflow.data_docs import write_data_docs
 from segflow.errors import SegflowError
 from segflow.io import write_json
+
+if TYPE_CHECKING:
+    from segflow.data.acquire import ArchiveLimits
 
 LAYOUTS = ("auto", "msd", "folders2d")
 FINDING_COLUMNS = ["case_id", "file", "rule", "severity", "message"]
@@ -34,9 +38,9 @@ class UnusableInput(SegflowError):
 
     exit_code = 2
 
-    def __init__(self, path: Path | str, rule: str, reason: str):
+    def __init__(self, path: Path | str, rule: str, reason: str, action: str = "validate"):
         self.path, self.rule = Path(path), rule
-        super().__init__(f"cannot validate {path} [{rule}]: {reason}")
+        super().__init__(f"cannot {action} {path} [{rule}]: {reason}")
 
 
 @dataclass(frozen=True)
@@ -134,18 +138,22 @@ def findings_frame(result: ContractResult) -> pd.DataFrame:
 
 def validate_delivery(data: Path, report: Path, *, layout: str = "auto", min_cases: int | None = None,
                       max_dim: int | None = None, strict: bool = False,
-                      folders: FolderLayout | None = None) -> DeliveryVerdict:
+                      folders: FolderLayout | None = None,
+                      archive_limits: ArchiveLimits | None = None) -> DeliveryVerdict:
     """Validate the delivery at `data` (folder or archive) and write the JSON report to `report`.
 
     Exit code 0 when nothing is wrong, 1 when a case is quarantined or the delivery has a
     dataset-level error (with `strict`, also on any warning). Raises `UnusableInput` when the
-    delivery cannot be read at all. Limits not given come from `delivery_limits`.
+    delivery cannot be read at all, or `report` cannot be written (checked first, before the
+    slow part). Limits not given come from `delivery_limits` and `delivery_archive_limits`.
     """
     from segflow.data.manifest import build_manifest
 
+    check_report_path(Path(report))
     min_cases, max_dim = delivery_limits(min_cases, max_dim)
     folders = folders or FolderLayout()
-    with opened_delivery(Path(data), marker_for(layout, folders)) as root:
+    limits = archive_limits or delivery_archive_limits()
+    with opened_delivery(Path(data), marker_for(layout, folders), limits) as root:
         dataset = read_delivery(root, layout, shown=Path(data), folders=folders)
         checked = run_checks(build_manifest(dataset), sorted(dataset.labels), max_dim, min_cases)
     reasons = stop_reasons(checked.result, stop_on_quarantine=True, stop_on_warning=strict)
@@ -153,19 +161,65 @@ def validate_delivery(data: Path, report: Path, *, layout: str = "auto", min_cas
     return DeliveryVerdict(1 if reasons else 0, summary(checked.result, reasons), Path(report))
 
 
-def delivery_limits(min_cases: int | None, max_dim: int | None, start: Path | None = None) -> tuple[int, int]:
-    """(min_cases, max_dim): given values win, then params.yaml's `validate` section when run
-    inside a segflow project, then `ValidateConfig`'s defaults."""
+def check_report_path(report: Path) -> None:
+    """Refuse a report path that cannot become a file (`UnusableInput`, rule `report_path`)."""
+    problem = _report_path_problem(report)
+    if problem:
+        raise UnusableInput(report, "report_path", problem, action="write the report to")
+
+
+def _report_path_problem(report: Path) -> str | None:
+    """Why no file can be written at `report`: a folder, a path below a file, or a folder this
+    process may not write to; None when it can."""
+    if report.is_dir():
+        return "it is a folder; give a file name such as report.json"
+    existing = next(parent for parent in report.absolute().parents if parent.exists())
+    if not existing.is_dir():
+        return f"{existing} is a file, so nothing can be written below it"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"no permission to write in {existing}"
+    return None
+
+
+def parse_mask_values(text: str) -> tuple[int, ...]:
+    """`--mask-values 0,255` -> (0, 255); a value that is no whole number raises ValueError."""
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    bad = [v for v in values if not v.lstrip("+-").isdigit()]
+    if bad:
+        raise ValueError(f"{bad[0]!r} is not a whole number; give the raw mask values as integers "
+                         "separated by commas, e.g. 0,255")
+    return tuple(int(v) for v in values)
+
+
+def _project_params(start: Path | None = None) -> Params | None:
+    """params.yaml of the segflow project around `start` (default: cwd), or None outside one."""
     from segflow.env import PROJECT_MARKERS, find_project_root
 
     root = find_project_root(start)
     if all((root / marker).is_file() for marker in PROJECT_MARKERS):
-        cfg = load_params(root / PARAMS_FILE).validate_
-        base = cfg.min_cases, cfg.max_dim
+        return load_params(root / PARAMS_FILE)
+    return None
+
+
+def delivery_limits(min_cases: int | None, max_dim: int | None, start: Path | None = None) -> tuple[int, int]:
+    """(min_cases, max_dim): given values win, then params.yaml's `validate` section when run
+    inside a segflow project, then `ValidateConfig`'s defaults."""
+    params = _project_params(start)
+    if params is not None:
+        base = params.validate_.min_cases, params.validate_.max_dim
     else:
         fields = ValidateConfig.model_fields
         base = fields["min_cases"].default, fields["max_dim"].default
     return (base[0] if min_cases is None else min_cases), (base[1] if max_dim is None else max_dim)
+
+
+def delivery_archive_limits(start: Path | None = None) -> ArchiveLimits:
+    """How far a delivered archive may expand: params.yaml's `data.archive_max_*` inside a
+    segflow project, else their defaults."""
+    from segflow.data.acquire import ArchiveLimits
+
+    params = _project_params(start)
+    return ArchiveLimits.of(params.data) if params is not None else ArchiveLimits()
 
 
 @dataclass(frozen=True)
@@ -183,16 +237,18 @@ def marker_for(layout: str, folders: FolderLayout) -> str:
 
 
 @contextmanager
-def opened_delivery(data: Path, marker: str = "dataset.json") -> Iterator[Path]:
+def opened_delivery(data: Path, marker: str = "dataset.json",
+                    limits: ArchiveLimits | None = None) -> Iterator[Path]:
     """The delivery's dataset folder: `data` itself, or the one folder holding `marker` inside
-    the archive `data`, safely extracted to a temporary folder for the block."""
+    the archive `data`, safely extracted (within the `ArchiveLimits` `limits`) to a temporary
+    folder for the block."""
     if data.is_dir():
         yield data
         return
     if not data.exists():
         raise UnusableInput(data, "data_exists", "no such file or folder")
     with tempfile.TemporaryDirectory(prefix="segflow-delivery-") as tmp:
-        yield _extract_delivery(data, Path(tmp), marker)
+        yield _extract_delivery(data, Path(tmp), marker, limits)
 
 
 def _is_archive(path: Path) -> bool:
@@ -202,16 +258,25 @@ def _is_archive(path: Path) -> bool:
         return False
 
 
-def _extract_delivery(archive: Path, dest: Path, marker: str) -> Path:
+def _archive_rule(exc: Exception) -> str:
+    """The rule an extraction error breaks: too large, unreadable (a cause: the archive broke)
+    or an unsafe member (refused by the checks)."""
+    from segflow.data.acquire import ArchiveTooLarge
+
+    if isinstance(exc, ArchiveTooLarge):
+        return "archive_size"
+    return "archive_readable" if exc.__cause__ is not None else "archive_members_safe"
+
+
+def _extract_delivery(archive: Path, dest: Path, marker: str, limits: ArchiveLimits | None = None) -> Path:
     from segflow.data.acquire import AcquireError, find_dataset_folder, safe_extract
 
     if not _is_archive(archive):
         raise UnusableInput(archive, "archive_readable", "not a readable tar, tar.gz or zip archive")
     try:
-        safe_extract(archive, dest)
-    except AcquireError as exc:  # a cause means the archive broke; none means a member was refused
-        rule = "archive_readable" if exc.__cause__ is not None else "archive_members_safe"
-        raise UnusableInput(archive, rule, str(exc)) from None
+        safe_extract(archive, dest, limits=limits)
+    except AcquireError as exc:
+        raise UnusableInput(archive, _archive_rule(exc), str(exc)) from None
     try:
         return find_dataset_folder(dest, str(archive), marker)
     except AcquireError as exc:

@@ -13,7 +13,16 @@ from pathlib import Path
 import pytest
 
 from segflow.config import DataConfig
-from segflow.data.acquire import AcquireError, fetch_dataset, md5sum, safe_extract
+from segflow.data.acquire import (
+    CHUNK_BYTES,
+    AcquireError,
+    ArchiveLimits,
+    ArchiveTooLarge,
+    ExpansionMeter,
+    fetch_dataset,
+    md5sum,
+    safe_extract,
+)
 
 FAKE_FILES = {
     "dataset.json": b'{"name": "Hippocampus", "numTraining": 2}',
@@ -221,3 +230,110 @@ def test_archive_without_dataset_json_is_refused(tmp_path: Path, project, served
     with pytest.raises(AcquireError, match="dataset.json"):
         fetch_dataset(cfg, project, progress=lambda line: None)
     assert list((project / "data").iterdir()) == []
+
+
+# --- expansion limits ---------------------------------------------------------------------------
+
+ZEROS = 4 << 20  # 4 MiB of zeros: a few KiB compressed, over 500x
+
+
+def compressible_archive(path: Path) -> Path:
+    """A tiny archive of one highly compressible member (a miniature zip/gzip bomb)."""
+    if path.suffix == ".zip":
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zipped:
+            zipped.writestr("Task04/zeros.nii", bytes(ZEROS))
+    else:
+        with tarfile.open(path, "w:gz") as tar:
+            info = tarfile.TarInfo("Task04/zeros.nii")
+            info.size = ZEROS
+            tar.addfile(info, io.BytesIO(bytes(ZEROS)))
+    return path
+
+
+@pytest.mark.parametrize("name", ["bomb.tar.gz", "bomb.zip"])
+@pytest.mark.parametrize(("limits", "key"), [(ArchiveLimits(max_bytes=1 << 20), "data.archive_max_bytes"),
+                                             (ArchiveLimits(max_ratio=50), "data.archive_max_ratio")])
+def test_archive_expanding_past_a_limit_is_refused_before_writing(tmp_path, name, limits, key):
+    archive = compressible_archive(tmp_path / name)
+    dest = tmp_path / "dest"
+    with pytest.raises(ArchiveTooLarge) as caught:
+        safe_extract(archive, dest, limits=limits)
+    message = str(caught.value)
+    assert str(archive) in message and "Task04/zeros.nii" in message and key in message
+    assert list(dest.iterdir()) == []
+
+
+def test_archive_within_the_limits_is_unpacked(tmp_path):
+    archive = compressible_archive(tmp_path / "zeros.tar.gz")
+    safe_extract(archive, tmp_path / "dest", limits=ArchiveLimits(max_bytes=ZEROS, max_ratio=10_000))
+    assert (tmp_path / "dest" / "Task04/zeros.nii").stat().st_size == ZEROS
+
+
+def test_a_member_outgrowing_its_header_is_stopped_while_writing(tmp_path):
+    """Headers can lie: the bytes actually written are counted, whatever the header said."""
+    meter = ExpansionMeter("delivery.zip", ArchiveLimits(), archive_bytes=1000)
+    target = tmp_path / "member"
+    with pytest.raises(ArchiveTooLarge, match="'a/member'.*10 bytes its header declares"):
+        meter.copy(io.BytesIO(bytes(5000)), target, "a/member", declared=10)
+    assert not target.exists()
+
+
+def test_writing_stops_once_the_archive_outgrows_its_limit(tmp_path):
+    meter = ExpansionMeter("delivery.tar", ArchiveLimits(max_bytes=3 << 20), archive_bytes=1 << 30)
+    meter.copy(io.BytesIO(bytes(2 << 20)), tmp_path / "first", "first", declared=2 << 20)
+    with pytest.raises(ArchiveTooLarge, match="'second'.*data.archive_max_bytes"):
+        meter.copy(io.BytesIO(bytes(2 << 20)), tmp_path / "second", "second", declared=2 << 20)
+    assert not (tmp_path / "second").exists() and meter.written <= (3 << 20) + CHUNK_BYTES
+
+
+def test_download_honours_the_archive_limits_in_params(project, served) -> None:
+    folder, base_url = served
+    with tarfile.open(folder / "bomb.tar.gz", "w:gz") as tar:
+        for name, content in {"Task04/dataset.json": b"{}", "Task04/zeros.nii": bytes(ZEROS)}.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(content)
+            tar.addfile(info, io.BytesIO(content))
+    cfg = config(url=f"{base_url}/bomb.tar.gz", archive_max_ratio=50)
+    with pytest.raises(ArchiveTooLarge, match="data.archive_max_ratio") as caught:
+        fetch_dataset(cfg, project, progress=lambda line: None)
+    assert cfg.url in str(caught.value)
+    assert list((project / "data").iterdir()) == []
+
+
+def test_a_zip_member_stored_as_a_symlink_is_refused(tmp_path):
+    archive = tmp_path / "link.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        info = zipfile.ZipInfo("Task04/imagesTr/a.nii.gz")
+        info.external_attr = (0o120777 << 16)  # S_IFLNK: unzip would create a link to /etc/passwd
+        zipped.writestr(info, "/etc/passwd")
+    with pytest.raises(AcquireError, match="a link"):
+        safe_extract(archive, tmp_path / "dest")
+    assert list((tmp_path / "dest").iterdir()) == []
+
+
+# --- links in a local copy ----------------------------------------------------------------------
+
+
+def test_local_copy_with_a_link_leaving_it_is_refused(fake_msd, project, tmp_path):
+    (fake_msd / "imagesTr" / "hippocampus_002.nii.gz").symlink_to("/etc/passwd")
+    with pytest.raises(AcquireError) as caught:
+        fetch_dataset(config(local_copy=fake_msd), project)
+    message = str(caught.value)
+    assert "hippocampus_002.nii.gz" in message and "/etc/passwd" in message and "outside" in message
+    assert not (project / "data").exists()  # refused before anything was copied
+
+
+def test_local_copy_copies_links_inside_it_as_plain_files(fake_msd, project):
+    (fake_msd / "imagesTr" / "hippocampus_002.nii.gz").symlink_to("hippocampus_001.nii.gz")
+    (fake_msd / "imagesTr" / "hippocampus_003.nii.gz").symlink_to("no_such_file.nii.gz")  # dangling
+    fetch_dataset(config(local_copy=fake_msd), project)
+    images = project / "data/Task04_Hippocampus/imagesTr"
+    copied = images / "hippocampus_002.nii.gz"
+    assert not copied.is_symlink() and copied.read_bytes() == FAKE_FILES["imagesTr/hippocampus_001.nii.gz"]
+    assert not (images / "hippocampus_003.nii.gz").exists()  # stays missing: validate reports it
+
+
+def test_local_copy_with_a_folder_link_to_its_own_parent_is_refused(fake_msd, project):
+    (fake_msd / "imagesTr" / "loop").symlink_to("..", target_is_directory=True)
+    with pytest.raises(AcquireError, match="loop.*holding the link itself"):
+        fetch_dataset(config(local_copy=fake_msd), project)

@@ -85,3 +85,20 @@ def test_isbi_membrane_set_is_read_described_and_kept_whole():
     result = check_manifest(manifest, [0, 255], max_dim=1024, min_cases=10)
     assert len(result.kept) == 30 and not result.quarantined and result.passed
     assert not [f for f in result.findings if f.severity == "error"]
+
+
+def test_a_linked_image_leaving_the_delivery_is_refused_and_named(folders, tmp_path_factory):
+    outside = tmp_path_factory.mktemp("outside") / "secret.png"
+    write_png(outside, np.full((6, 8), 99, np.uint8))
+    (folders / "train/image/11.png").symlink_to(outside)
+    write_png(folders / "train/label/11.png", mask())
+    (folders / "train/image/12.png").symlink_to("1.png")  # inside the delivery: fine
+    (folders / "train/label/12.png").symlink_to("1.png")
+
+    result = check_manifest(build_manifest(read_folder_dataset(folders, labels=LABELS)), sorted(LABELS),
+                            max_dim=64, min_cases=2)
+
+    (refused,) = [f for f in result.findings if f.rule == "paths_confined"]
+    assert (refused.case_id, refused.file, refused.severity) == ("11", "train/image/11.png", "error")
+    assert str(outside) in refused.message and "never read" in refused.message
+    assert "11" in result.quarantined and "12" in result.kept

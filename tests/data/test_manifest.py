@@ -270,3 +270,52 @@ def test_read_errors_name_files_relative_to_the_root(tmp_path):
     write_case(tmp_path, "bad", b"\x1f\x8b not a deflate stream", None)
     row = build_manifest(dataset_of(tmp_path, CaseFiles("bad", "imagesTr/bad.nii.gz", None, True))).iloc[0]
     assert row["image_error"] and str(tmp_path) not in row["image_error"]
+
+
+@pytest.fixture
+def opened(monkeypatch) -> list[Path]:
+    """Every file the manifest sniffs, hashes or decodes, in order."""
+    from segflow.data import manifest as manifest_module
+
+    seen: list[Path] = []
+    for name in ("sniff_format", "_raw_digest", "read_image_file"):
+        original = getattr(manifest_module, name)
+        monkeypatch.setattr(manifest_module, name, lambda path, _f=original: (seen.append(Path(path)), _f(path))[1])
+    return seen
+
+
+@pytest.mark.parametrize("target", ["outside_file", "/etc/passwd"])
+def test_a_link_leaving_the_root_is_refused_before_its_first_bytes_are_read(tmp_path, opened, target):
+    save_nifti(tmp_path / "outside_file", image_array())
+    root = tmp_path / "delivery"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "imagesTr" / "x.nii.gz").symlink_to(tmp_path / target if target == "outside_file" else target)
+    row = build_manifest(dataset_of(root, CaseFiles("x", "imagesTr/x.nii.gz", None, True))).iloc[0]
+    assert not row["paths_confined"] and row["unsafe_paths"] == "imagesTr/x.nii.gz"
+    reason = row["unsafe_reason"]
+    assert "imagesTr/x.nii.gz is a link to" in reason and "outside the dataset folder" in reason
+    assert pd.isna(row["image_exists"]) and pd.isna(row["image_bytes"]) and pd.isna(row["image_format"])
+    assert opened == []
+
+
+def test_a_loop_of_links_is_a_missing_file_never_opened(tmp_path, opened):
+    (tmp_path / "imagesTr").mkdir()
+    (tmp_path / "imagesTr" / "x.nii.gz").symlink_to("y.nii.gz")
+    (tmp_path / "imagesTr" / "y.nii.gz").symlink_to("x.nii.gz")
+    row = build_manifest(dataset_of(tmp_path, CaseFiles("x", "imagesTr/x.nii.gz", None, True))).iloc[0]
+    assert row["paths_confined"] and not row["image_exists"] and opened == []
+
+
+def test_links_inside_the_root_and_into_an_allowed_cache_are_read(tmp_path):
+    root, cache = tmp_path / "delivery", tmp_path / ".dvc" / "cache"
+    save_nifti(root / "store" / "a.nii.gz", image_array())
+    save_nifti(cache / "ab" / "cdef.nii.gz", image_array())
+    (cache / "ab" / "cdef.nii.gz").rename(cache / "ab" / "cdef")  # DVC names cache files by hash alone
+    (root / "imagesTr").mkdir()
+    (root / "imagesTr" / "a.nii.gz").symlink_to("../store/a.nii.gz")
+    (root / "imagesTr" / "b.nii.gz").symlink_to(cache / "ab" / "cdef")
+    cases = [CaseFiles("a", "imagesTr/a.nii.gz", None, True), CaseFiles("b", "imagesTr/b.nii.gz", None, True)]
+    rows = build_manifest(dataset_of(root, *cases), link_roots=(cache,)).set_index("case_id")
+    assert rows["paths_confined"].all() and (rows["image_format"] == "gzip").all()
+    assert json.loads(rows.loc["b", "image_shape"]) == list(SHAPE)
+    assert not build_manifest(dataset_of(root, *cases)).set_index("case_id").loc["b", "paths_confined"]

@@ -169,3 +169,19 @@ def test_non_integer_label_keys_are_a_layout_error(tmp_path):
     (tmp_path / "dataset.json").write_text(json.dumps({"labels": {"background": 0}, "training": []}))
     with pytest.raises(LayoutError, match="integers"):
         read_msd_dataset(tmp_path)
+
+
+def test_a_dataset_json_linked_from_outside_is_not_read(tmp_path):
+    outside = make_layout(tmp_path / "elsewhere", ["a"], ["a"], ["a"])
+    root = tmp_path / "delivery"
+    root.mkdir()
+    (root / "dataset.json").symlink_to(outside / "dataset.json")
+    with pytest.raises(LayoutError, match="a link to .*elsewhere/dataset.json, outside the dataset folder"):
+        read_msd_dataset(root)
+
+
+def test_a_dataset_json_linked_from_inside_the_delivery_is_read(tmp_path):
+    root = make_layout(tmp_path, ["a"], ["a"], ["a"])
+    (root / "dataset.json").rename(root / "descriptor.json")
+    (root / "dataset.json").symlink_to("descriptor.json")
+    assert [c.case_id for c in read_msd_dataset(root).cases] == ["a"]

@@ -81,3 +81,70 @@ def test_version_1_model_files_still_load(tmp_path, bundle):
                 "state_dict": bundle.state_dicts[0]}, path)
     loaded = load_bundle(path)
     assert loaded.folds == [2] and len(loaded.state_dicts) == 1 and loaded.preprocessing is None
+
+
+# Hostile model files (issue 14): each is refused with a sentence saying what the file is, and
+# never with torch's advice to retry with weights_only=False (which would run pickled code).
+
+
+def _text(path, bundle):
+    path.write_text("name: my model\nweights: somewhere\n")
+
+
+def _truncated_save(path, bundle):
+    save_bundle(path, bundle)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _code_reference(path, bundle):
+    torch.save({"format": "segflow-model/2", "payload": os.system}, path)
+
+
+def _plain_pickle(path, bundle):
+    import pickle
+
+    path.write_bytes(pickle.dumps({"format": "segflow-model/2"}))
+
+
+def _foreign_zip(path, bundle):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("weights/readme.txt", "not torch")
+
+
+HOSTILE_MODELS = {
+    "text file": (_text, "is a text file ('name: my model'"),
+    "truncated torch save": (_truncated_save, "zip archive cut short"),
+    "pickled reference to code": (_code_reference, "reference to the Python object posix.system"),
+    "plain pickle": (_plain_pickle, "plain Python pickle, not a torch save"),
+    "zip that is no torch save": (_foreign_zip, "zip archive that is not a torch save"),
+    "empty file": (lambda path, bundle: path.write_bytes(b""), "is empty (0 bytes)"),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE_MODELS)
+def test_a_hostile_model_file_is_described_never_with_unsafe_advice(tmp_path, bundle, case):
+    make, says = HOSTILE_MODELS[case]
+    path = tmp_path / "model.pt"
+    make(path, bundle)
+    with pytest.raises(ValueError) as refused:
+        load_bundle(path)
+    message = str(refused.value)
+    assert message.startswith(f"{path}: not a readable segflow model file")
+    assert says in message
+    assert "weights_only" not in message and "(101)" not in message
+
+
+def test_weights_that_do_not_fit_the_network_are_a_value_error(tmp_path, bundle):
+    path = tmp_path / "model.pt"
+    save_bundle(path, ModelBundle(**{**bundle.__dict__, "network_args": {**ARGS, "channels": [8, 16]}}))
+    with pytest.raises(ValueError, match="weights of member 0 do not fit the UNet"):
+        load_bundle(path).build()
+
+
+def test_a_segflow_payload_with_unknown_fields_is_refused_naming_them(tmp_path, bundle):
+    path = tmp_path / "model.pt"
+    torch.save({"format": "segflow-model/2", "network": "UNet", "surprise": 1}, path)
+    with pytest.raises(ValueError, match=r"damaged segflow model file .*'network_args'.*unexpected \['surprise'\]"):
+        load_bundle(path)

@@ -17,11 +17,15 @@ from segflow.config import Params, parse_params
 HIPPOCAMPUS_SHAPES = [[35, 50, 36], [31, 41, 24], [43, 59, 47], [34, 48, 35], [36, 52, 38]]
 
 
-def make_fingerprint(shapes, spacings, modality="MRI", statistics=None, n_channels=1) -> dict:
+THREE_CLASSES = {"0": "background", "1": "anterior", "2": "posterior"}  # as params.yaml's out_channels: 3
+
+
+def make_fingerprint(shapes, spacings, modality="MRI", statistics=None, n_channels=1, labels=None) -> dict:
     """A fingerprint as compute_fingerprint writes it, for the keys the planner reads."""
     return {
         "format": "segflow-fingerprint/1", "n_cases": len(shapes), "spatial_dims": len(shapes[0]),
         "n_channels": n_channels, "modality": {str(c): modality for c in range(n_channels)},
+        "labels": dict(THREE_CLASSES if labels is None else labels),
         "spacings": [list(map(float, s)) for s in spacings], "shapes": [list(s) for s in shapes],
         "foreground_intensity": {str(c): statistics for c in range(n_channels)},
     }

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from conftest import save_nifti
-from segflow.planning.fingerprint import SAMPLES_PER_CASE, compute_fingerprint, sample_foreground
+from segflow.planning.fingerprint import (SAMPLES_PER_CASE, compute_fingerprint, geometry_summary, sample_foreground,
+                                         training_ranges_from_fingerprint)
 
 LABELS = {"0": "background", "1": "anterior", "2": "posterior"}
 # (shape, spacing, voxels of class 1, voxels of class 2)
@@ -140,3 +141,11 @@ def test_2d_png_cases_have_unit_spacing_and_mapped_labels(tmp_path):
 def test_dimensionality_other_than_the_model_is_refused(tmp_path):
     with pytest.raises(ValueError, match="spatial_dims is 2 but the cases are \\[3\\]D"):
         fingerprint_of(tmp_path, write_cases(tmp_path), spatial_dims=2)
+
+
+def test_training_ranges_come_from_the_fingerprint():
+    spacings, shapes = [[1.0, 1.0, 1.0], [1.0, 1.5, 2.0]], [[30, 40, 20], [36, 52, 28]]
+    fingerprint = {"n_cases": 2, **geometry_summary("spacing", spacings), **geometry_summary("shape", shapes)}
+    assert training_ranges_from_fingerprint(fingerprint) == {
+        "n_cases": 2, "shape": {"min": [30, 40, 20], "max": [36, 52, 28]},
+        "spacing": {"min": [1.0, 1.0, 1.0], "max": [1.0, 1.5, 2.0]}}

@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import pytest
 
 from conftest import save_nifti, synthetic_case
 from planning_fixtures import repo_params
+from segflow.config import ConfigError
 from segflow.io import read_json
 from segflow.paths import Paths
 from segflow.planning.planner import Plan
@@ -59,3 +61,18 @@ def test_plan_stage_writes_fingerprint_and_plan_and_explains_each_choice(tmp_pat
     printed = capsys.readouterr().out
     for key, reason in plan.reasons.items():
         assert f"plan {key}" in printed and reason in printed
+
+
+@pytest.mark.parametrize(("overrides", "named"), [
+    ({"augment": {"target_spacing": [0.001, 0.001, 0.001]}}, "augment.target_spacing"),  # a unit slip
+    ({"model": {"out_channels": 2}}, "model.out_channels"),  # splits.json declares 3 classes
+])
+def test_plan_stage_refuses_a_plan_it_cannot_honour_and_writes_no_plan(tmp_path, overrides, named):
+    paths = Paths(tmp_path)
+    write_upstream_outputs(paths, "data/tiny")
+    params = repo_params({"data": {"root": "data/tiny"}, "train": {"device": "cpu"}, **overrides})
+
+    with pytest.raises(ConfigError, match=named):
+        plan_stage.main(params, paths)
+
+    assert not paths.plan.exists()

@@ -16,6 +16,7 @@ from segflow.models.factory import NETWORKS, build_network
 from segflow.planning.memory import estimate_training_memory_gb
 from segflow.planning.planner import (
     CPU_MAX_PATCH_VOXELS,
+    MAX_RESAMPLED_CASE_VOXELS,
     Plan,
     Preprocessing,
     make_plan,
@@ -123,6 +124,60 @@ def test_large_images_on_cpu_are_capped_to_a_cpu_sized_patch():
     fingerprint = hippocampus_fingerprint(shapes=[[200, 220, 180]] * 3)
     plan = make_plan(fingerprint, repo_params(), cuda_available=False)
     assert math.prod(plan.patch_size) <= CPU_MAX_PATCH_VOXELS
+
+
+def test_a_unit_slip_in_target_spacing_is_refused_naming_the_key_and_the_case():
+    """0.001 for 1 mm: the plan used to accept a 35008x43616x36000 patch and exit 0."""
+    fingerprint = hippocampus_fingerprint()
+    fingerprint["case_ids"] = [f"hippocampus_{i:03d}" for i in range(len(fingerprint["shapes"]))]
+    params = repo_params({"augment": {"target_spacing": [0.001, 0.001, 0.001]}})
+
+    with pytest.raises(ConfigError) as caught:
+        make_plan(fingerprint, params, cuda_available=False)
+
+    message = str(caught.value)
+    assert "augment.target_spacing" in message and "[0.001, 0.001, 0.001]" in message
+    assert "hippocampus_002" in message  # the largest case, named with its resampled shape
+    assert "[43000, 59000, 47000]" in message
+
+
+def test_a_case_just_under_the_voxel_limit_still_plans():
+    side = int(MAX_RESAMPLED_CASE_VOXELS ** (1 / 3))
+    plan = make_plan(hippocampus_fingerprint(shapes=[[side, side, side]] * 3), repo_params(), cuda_available=False)
+    assert math.prod(plan.patch_size) <= CPU_MAX_PATCH_VOXELS
+
+
+def test_huge_scans_shrink_to_a_patch_within_the_budget_on_cuda_too():
+    """Far-too-large patches halve their largest side: 1000-voxel sides reach the budget well
+    within the step limit, instead of a plan over budget."""
+    plan = make_plan(hippocampus_fingerprint(shapes=[[1000, 1000, 1000]] * 3), repo_params(), cuda_available=True)
+    assert plan.estimated_memory_gb <= plan.memory_budget_gb
+    assert "shrunk" in plan.reasons["patch_size"]
+
+
+@pytest.mark.parametrize("overrides", [
+    {"augment": {"patch_size": [256, 256, 256]}, "train": {"memory_budget_gb": 1}},
+    {"augment": {"patch_size": [64, 64, 64]}, "train": {"batch_size": 64, "memory_budget_gb": 1}},
+])
+def test_an_explicit_patch_or_batch_over_the_memory_budget_is_refused(overrides):
+    with pytest.raises(ConfigError) as caught:
+        make_plan(hippocampus_fingerprint(), repo_params(overrides), cuda_available=False)
+    message = str(caught.value)
+    assert "train.memory_budget_gb" in message and "over the budget of 1 GB" in message
+    assert "augment.patch_size" in message and "train.batch_size" in message
+
+
+@pytest.mark.parametrize(("layout", "source"), [("msd", "dataset.json labels"), ("folders2d", "data.labels")])
+def test_out_channels_disagreeing_with_the_declared_classes_is_refused_at_plan(layout, source):
+    data = {"layout": layout, "labels": {0: "cell", 1: "membrane"} if layout == "folders2d" else None}
+    params = repo_params({"data": data, "model": {"out_channels": 2}})
+
+    with pytest.raises(ConfigError) as caught:
+        make_plan(hippocampus_fingerprint(), params, cuda_available=False)
+
+    message = str(caught.value)
+    assert "model.out_channels is 2" in message and source in message
+    assert "3 classes" in message and "posterior" in message
 
 
 def test_explicit_params_win_and_the_dependent_choices_follow_them():

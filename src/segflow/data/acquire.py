@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import sys
 import tarfile
 import tempfile
@@ -35,6 +36,38 @@ Reporter = Callable[[str], None]
 
 class AcquireError(RuntimeError):
     """The dataset could not be put in place; the message names the file or URL and the rule."""
+
+
+class ArchiveTooLarge(AcquireError):
+    """An archive would expand (or did expand) beyond `data.archive_max_bytes`/`archive_max_ratio`."""
+
+
+def _gib(n_bytes: float) -> str:
+    return f"{n_bytes / 2**30:.3g} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.3g} MiB"
+
+
+@dataclass(frozen=True)
+class ArchiveLimits:
+    """How far an archive may expand: bytes in all, and times its own size on disk.
+
+    Defaults are `DataConfig`'s (params.yaml `data.archive_max_bytes`, `data.archive_max_ratio`).
+    """
+
+    max_bytes: int = DataConfig.model_fields["archive_max_bytes"].default
+    max_ratio: float = DataConfig.model_fields["archive_max_ratio"].default
+
+    @classmethod
+    def of(cls, cfg: DataConfig) -> ArchiveLimits:
+        return cls(cfg.archive_max_bytes, cfg.archive_max_ratio)
+
+    def exceeded(self, expanded: int, archive_bytes: int) -> str | None:
+        """Which limit `expanded` bytes from an archive of `archive_bytes` break, or None."""
+        if expanded > self.max_bytes:
+            return f"over data.archive_max_bytes = {self.max_bytes} ({_gib(self.max_bytes)})"
+        if expanded > self.max_ratio * max(archive_bytes, 1):
+            return (f"{expanded / max(archive_bytes, 1):.0f} times the archive's {archive_bytes} bytes, over "
+                    f"data.archive_max_ratio = {self.max_ratio:g}")
+        return None
 
 
 @dataclass(frozen=True)
@@ -68,7 +101,7 @@ def fetch_dataset(
         copy_dataset(local, root)
         return FetchResult(root, "local_copy", f"Copied the dataset from {local} to {root}.")
     if cfg.url:
-        note = download_dataset(cfg.url, cfg.md5, root, progress, marker)
+        note = download_dataset(cfg.url, cfg.md5, root, progress, marker, ArchiveLimits.of(cfg))
         return FetchResult(root, "download", f"Downloaded {cfg.url} to {root}; {note}.")
     raise AcquireError(_no_source_message(root, local, marker))
 
@@ -108,16 +141,53 @@ def _no_source_message(root: Path, local: Path | None, marker: str = MARKER) -> 
 
 
 def copy_dataset(source: Path, root: Path) -> None:
-    """Copy the folder `source` to `root` byte for byte, atomically, keeping its defects as is."""
+    """Copy the folder `source` to `root` atomically, keeping its defects as is.
+
+    A symbolic link leaving `source` is refused before anything is copied (following it would
+    smuggle an outside file into the dataset); links inside `source` are copied as the files
+    they point to, so `root` holds plain files only, and a dangling one stays missing.
+    """
+    _refuse_links_leaving(source)
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".partial", dir=root.parent))
     try:
-        shutil.copytree(source, staging, copy_function=shutil.copy2, dirs_exist_ok=True)
+        shutil.copytree(source, staging, copy_function=shutil.copy2, dirs_exist_ok=True, ignore=_dangling_links)
         _move_into_place(staging, root)
     except OSError as exc:
         raise AcquireError(f"Copying {source} to {root} failed: {exc}.") from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _dangling_links(folder: str, names: list[str]) -> list[str]:
+    """The names in `folder` that are links to nothing (copytree's own option misjudges relative links)."""
+    return [name for name in names if os.path.islink(os.path.join(folder, name))
+            and not os.path.exists(os.path.join(folder, name))]
+
+
+def _refuse_links_leaving(source: Path) -> None:
+    """Raise `AcquireError` for the first link below `source` that points outside it (or at a
+    folder holding the link itself, which a copy would follow forever)."""
+    base = source.resolve()
+    for folder, dirs, files in os.walk(source):
+        for link in (Path(folder) / name for name in sorted(dirs + files)):
+            problem = _link_problem(link, base) if link.is_symlink() else None
+            if problem:
+                raise AcquireError(f"The local copy {source} holds {link}, a link {problem}; refusing to copy it "
+                                   "(put the file itself in the copy, or remove the link).")
+
+
+def _link_problem(link: Path, base: Path) -> str | None:
+    """Why the link `link` must not be followed when copying `base`, or None when it may."""
+    try:
+        target = link.resolve()
+    except (OSError, RuntimeError):  # a loop of links
+        return "that never resolves (a loop)"
+    if not target.is_relative_to(base):
+        return f"to {target}, outside it"
+    if link.parent.resolve().is_relative_to(target):
+        return f"to {target}, a folder holding the link itself"
+    return None
 
 
 def _move_into_place(folder: Path, root: Path) -> None:
@@ -134,16 +204,17 @@ def _move_into_place(folder: Path, root: Path) -> None:
 # --- download -------------------------------------------------------------------------------
 
 
-def download_dataset(url: str, md5: str | None, root: Path, progress: Reporter, marker: str = MARKER) -> str:
-    """Download the archive at `url`, check its md5, unpack it and move the dataset to `root`.
-
-    Returns a short note on the md5 check for the user.
+def download_dataset(url: str, md5: str | None, root: Path, progress: Reporter, marker: str = MARKER,
+                     limits: ArchiveLimits | None = None) -> str:
+    """Download the archive at `url`, check its md5, unpack it (within `limits`) and move the
+    dataset to `root`. Returns a short note on the md5 check for the user.
     """
     root.parent.mkdir(parents=True, exist_ok=True)
     archive = _download(url, root.parent, progress)
     try:
         note = _verify_md5(archive, url, md5)
-        _unpack_into_place(archive, root, label=f"The archive downloaded from {url}", marker=marker)
+        _unpack_into_place(archive, root, label=f"The archive downloaded from {url}", marker=marker,
+                           limits=limits)
     finally:
         archive.unlink(missing_ok=True)
     return note
@@ -217,11 +288,12 @@ def _verify_md5(archive: Path, url: str, expected: str | None) -> str:
     return f"md5 {actual} verified"
 
 
-def _unpack_into_place(archive: Path, root: Path, label: str, marker: str = MARKER) -> None:
+def _unpack_into_place(archive: Path, root: Path, label: str, marker: str = MARKER,
+                       limits: ArchiveLimits | None = None) -> None:
     """Extract `archive` beside `root`, find the dataset folder in it and rename it to `root`."""
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".extract", dir=root.parent))
     try:
-        safe_extract(archive, staging, label=label)
+        safe_extract(archive, staging, label=label, limits=limits)
         _move_into_place(find_dataset_folder(staging, label, marker), root)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -245,20 +317,26 @@ def find_dataset_folder(extracted: Path, label: str, marker: str = MARKER) -> Pa
 # --- safe extraction ------------------------------------------------------------------------
 
 
-def safe_extract(archive: Path, dest: Path, *, label: str | None = None) -> None:
+def safe_extract(archive: Path, dest: Path, *, label: str | None = None,
+                 limits: ArchiveLimits | None = None) -> None:
     """Extract a tar (plain, .gz, .bz2, .xz) or zip archive into `dest`, refusing unsafe members.
 
     Every member is checked before anything is written: a path that is absolute or resolves
-    outside `dest`, and (tar) any link, device or other special file, raises `AcquireError`.
+    outside `dest`, any link, device or other special file, and sizes that together break
+    `limits` (default `ArchiveLimits()`) raise `AcquireError` (`ArchiveTooLarge` for sizes).
+    Headers can lie, so the bytes actually written are counted too and writing stops at the
+    limit; the caller removes `dest` (a temporary folder) after a failure.
     `label` names the archive in messages (default: its path), e.g. the URL it came from.
     """
     archive, dest = Path(archive), Path(dest)
     label = label or str(archive)
+    size = archive.stat().st_size if archive.is_file() else 0
+    meter = ExpansionMeter(label, limits or ArchiveLimits(), size)
     dest.mkdir(parents=True, exist_ok=True)
     if zipfile.is_zipfile(archive):
-        _extract_zip(archive, dest, label)
+        _extract_zip(archive, dest, meter)
     elif _is_tarfile(archive):
-        _extract_tar(archive, dest, label)
+        _extract_tar(archive, dest, meter)
     else:
         raise AcquireError(f"{label} is neither a tar nor a zip archive; cannot unpack it.")
 
@@ -269,6 +347,52 @@ def _is_tarfile(archive: Path) -> bool:
         return tarfile.is_tarfile(archive)
     except OSError:
         return False
+
+
+@dataclass
+class ExpansionMeter:
+    """The bytes an archive expands to, checked against its limits from the member headers before
+    writing (`check_headers`) and again while writing (`copy`), since headers can lie."""
+
+    label: str
+    limits: ArchiveLimits
+    archive_bytes: int
+    written: int = 0
+
+    def check_headers(self, sizes: dict[str, int]) -> None:
+        """Refuse the archive when its members' declared sizes together break a limit."""
+        total = sum(sizes.values())
+        problem = self.limits.exceeded(total, self.archive_bytes)
+        if problem:
+            largest = max(sizes, key=sizes.__getitem__)
+            raise ArchiveTooLarge(
+                f"{self.label} would expand to {total} bytes ({_gib(total)}), {problem}; its largest member is "
+                f"{largest!r} ({sizes[largest]} bytes). Refusing to unpack it; raise the limit in params.yaml "
+                "if the delivery is genuine.")
+
+    def copy(self, source, target: Path, name: str, declared: int) -> None:
+        """Write member `name` from the stream `source` to `target`, stopping (and removing
+        `target`) once it outgrows its declared size or the archive outgrows its limits."""
+        try:
+            with open(target, "wb") as out:
+                member_bytes = 0
+                while chunk := source.read(CHUNK_BYTES):
+                    member_bytes += len(chunk)
+                    self._count(len(chunk), name, member_bytes, declared)
+                    out.write(chunk)
+        except BaseException:
+            target.unlink(missing_ok=True)
+            raise
+
+    def _count(self, n_bytes: int, name: str, member_bytes: int, declared: int) -> None:
+        self.written += n_bytes
+        if member_bytes > declared:
+            raise ArchiveTooLarge(f"{self.label}: member {name!r} expands past the {declared} bytes its header "
+                                  "declares; the archive lies about its sizes, so unpacking stopped.")
+        problem = self.limits.exceeded(self.written, self.archive_bytes)
+        if problem:
+            raise ArchiveTooLarge(f"{self.label}: unpacking {name!r} took the archive to {self.written} bytes, "
+                                  f"{problem}; unpacking stopped.")
 
 
 def _check_member_path(name: str, dest: Path, label: str) -> None:
@@ -283,35 +407,67 @@ def _check_member_path(name: str, dest: Path, label: str) -> None:
         )
 
 
-def _extract_tar(archive: Path, dest: Path, label: str) -> None:
-    """Check every tar member (plain files and folders only), then extract them all."""
+def _refuse_special(label: str, name: str, kind: str) -> None:
+    raise AcquireError(f"{label} holds {name!r}, a {kind}; only plain files and folders are accepted, "
+                       "so refusing to unpack it.")
+
+
+def _extract_tar(archive: Path, dest: Path, meter: ExpansionMeter) -> None:
+    """Check every tar member (plain files and folders only) and the sizes, then write them."""
     try:
         with tarfile.open(archive) as tar:
             members = tar.getmembers()
             for member in members:
-                _check_tar_member(member, dest, label)
-            tar.extractall(dest, members=members, filter="data")
-    except (tarfile.TarError, OSError) as exc:
-        raise AcquireError(f"Unpacking {label} failed: {exc}.") from exc
+                _check_tar_member(member, dest, meter.label)
+            meter.check_headers({m.name: m.size for m in members if m.isfile()})
+            for member in members:
+                _write_tar_member(tar, member, dest, meter)
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise AcquireError(f"Unpacking {meter.label} failed: {exc}.") from exc
 
 
 def _check_tar_member(member: tarfile.TarInfo, dest: Path, label: str) -> None:
     """Allow only regular files and folders whose path stays inside `dest`."""
     _check_member_path(member.name, dest, label)
     if not (member.isfile() or member.isdir()):
-        kind = "link" if member.issym() or member.islnk() else "special file"
-        raise AcquireError(
-            f"{label} holds {member.name!r}, a {kind}; only plain files and folders are "
-            "accepted, so refusing to unpack it."
-        )
+        _refuse_special(label, member.name, "link" if member.issym() or member.islnk() else "special file")
 
 
-def _extract_zip(archive: Path, dest: Path, label: str) -> None:
-    """Check every zip member name, then extract them all."""
+def _write_tar_member(tar: tarfile.TarFile, member: tarfile.TarInfo, dest: Path, meter: ExpansionMeter) -> None:
+    target = dest / member.name
+    if member.isdir():
+        target.mkdir(parents=True, exist_ok=True)
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    meter.copy(tar.extractfile(member), target, member.name, member.size)
+
+
+def _is_zip_link(info: zipfile.ZipInfo) -> bool:
+    """True for a member stored with Unix symlink mode (zipfile would write it as a plain file)."""
+    return stat.S_ISLNK(info.external_attr >> 16)
+
+
+def _extract_zip(archive: Path, dest: Path, meter: ExpansionMeter) -> None:
+    """Check every zip member name and the sizes, then write them."""
     try:
         with zipfile.ZipFile(archive) as zipped:
-            for name in zipped.namelist():
-                _check_member_path(name, dest, label)
-            zipped.extractall(dest)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise AcquireError(f"Unpacking {label} failed: {exc}.") from exc
+            members = zipped.infolist()
+            for info in members:
+                _check_member_path(info.filename, dest, meter.label)
+                if _is_zip_link(info):
+                    _refuse_special(meter.label, info.filename, "link")
+            meter.check_headers({i.filename: i.file_size for i in members if not i.is_dir()})
+            for info in members:
+                _write_zip_member(zipped, info, dest, meter)
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise AcquireError(f"Unpacking {meter.label} failed: {exc}.") from exc
+
+
+def _write_zip_member(zipped: zipfile.ZipFile, info: zipfile.ZipInfo, dest: Path, meter: ExpansionMeter) -> None:
+    target = dest / info.filename
+    if info.is_dir():
+        target.mkdir(parents=True, exist_ok=True)
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with zipped.open(info) as source:
+        meter.copy(source, target, info.filename, info.file_size)

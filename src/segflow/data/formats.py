@@ -57,3 +57,12 @@ def sniff_format(path: Path) -> str | None:
 def is_planar(name: str) -> bool:
     """True for 2D image files (PNG/TIF), which have no spacing or affine of their own."""
     return format_from_name(name) in PLANAR_FORMATS
+
+
+def text_start(head: bytes, width: int = 40) -> str | None:
+    """The start of the first line when `head` is printable UTF-8 text (a cut last character
+    allowed); None for binary data. Names a text file saved under a model's or an image's name."""
+    text = head.decode("utf-8", errors="ignore")
+    if not text.strip() or len(text) < len(head) - 3 or not all(c.isprintable() or c in "\t\r\n" for c in text):
+        return None
+    return text.strip().splitlines()[0][:width]

@@ -3,7 +3,8 @@
 Nothing here raises on a bad case: missing, empty, mislabelled or unreadable files are recorded
 in the row (`*_exists`, `*_bytes`, `*_format`, `*_error`) so the validate stage can name every
 problem at once. A file is only parsed once its first bytes show it is what its name says, and
-a path that would leave the dataset root is never opened at all.
+a path that would leave the dataset root, as written or through a symbolic link, is never opened
+at all (`unsafe_paths`, with the reason in `unsafe_reason`).
 
 Columns per role (`image`, `label`): the first path, `_file` (the file the facts are about: the
 first problem file, else the first file), `_exists`, `_bytes`, `_format`, `_format_expected`,
@@ -23,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from segflow.data.formats import format_from_name, is_planar, sniff_format
-from segflow.data.msd import CaseFiles, MsdDataset, confined_path
+from segflow.data.msd import CaseFiles, MsdDataset, confined_path, escaping_link
 from segflow.io import file_hash
 
 PERCENTILES = {"intensity_p0_5": 0.5, "intensity_p50": 50.0, "intensity_p99_5": 99.5}
@@ -42,7 +43,8 @@ MANIFEST_COLUMNS = [
     *LEADING_COLUMNS, "image_channels", "n_channels", *_role_columns("image"),
     "image_channel_shapes", "image_channel_spacings", "intensity_finite", *PERCENTILES,
     "intensity_mean", "intensity_std", *_role_columns("label"), "label_values", "label_voxels",
-    "label_integral", "paths_confined", "unsafe_paths", "content_hash", "descriptor", "expected_channels",
+    "label_integral", "paths_confined", "unsafe_paths", "unsafe_reason", "content_hash", "descriptor",
+    "expected_channels",
 ]
 
 
@@ -212,11 +214,33 @@ def _refused_columns(prefix: str, entry: str) -> dict:
     return {f"{prefix}_file": entry, f"{prefix}_exists": None, f"{prefix}_error": ""}
 
 
-def _role(root: Path, prefix: str, rels: tuple[str, ...]) -> tuple[dict, list[bytes], list[str]]:
-    unsafe = [rel for rel in rels if confined_path(rel) is None]
-    if unsafe:
-        return _refused_columns(prefix, unsafe[0]), [], unsafe
-    row, digests = describe_files(root, rels, prefix)
+@dataclass(frozen=True)
+class Confinement:
+    """Where the files of a delivery may lie: below `root`, or (reached through a link) below
+    one of `allowed`; `descriptor` names what lists the cases, for messages."""
+
+    root: Path
+    descriptor: str = "dataset.json"
+    allowed: tuple[Path, ...] = ()
+
+    def refusal(self, rel: str) -> str | None:
+        """Why `rel` must not be opened, or None when it stays inside."""
+        if confined_path(rel) is None:
+            return f"{self.descriptor} names {rel}, outside the dataset folder"
+        target = escaping_link(self.root, rel, self.allowed)
+        if target is not None:
+            return f"{rel} is a link to {target}, outside the dataset folder"
+        return None
+
+
+def _role(confinement: Confinement, prefix: str,
+          rels: tuple[str, ...]) -> tuple[dict, list[bytes], list[tuple[str, str]]]:
+    """Columns and digests of one role; refused paths (with their reasons) instead when any of
+    its files would be read from outside the delivery."""
+    refused = {rel: why for rel in rels if (why := confinement.refusal(rel))}
+    if refused:
+        return _refused_columns(prefix, next(iter(refused))), [], [*refused.items()]
+    row, digests = describe_files(confinement.root, rels, prefix)
     return row, digests, []
 
 
@@ -225,22 +249,28 @@ def _content_hash(digests: list[bytes]) -> str:
     return hashlib.sha256(b"".join(digests)).hexdigest() if digests else ""
 
 
-def describe_case(root: Path, case: CaseFiles) -> dict:
-    """All per-case manifest columns for one case."""
+def describe_case(confinement: Confinement, case: CaseFiles) -> dict:
+    """All per-case manifest columns for one case, its files read only where `confinement` allows."""
     row = {"case_id": case.case_id, "listed": case.listed, "image": case.image or "",
            "label": case.label or "", "image_channels": _json(list(case.channels))}
-    image_row, image_digests, unsafe_images = _role(root, "image", case.channels)
-    label_row, label_digests, unsafe_labels = _role(root, "label", (case.label,) if case.label else ())
+    image_row, image_digests, unsafe_images = _role(confinement, "image", case.channels)
+    label_row, label_digests, unsafe_labels = _role(confinement, "label", (case.label,) if case.label else ())
     unsafe = unsafe_images + unsafe_labels
     row.update(image_row | label_row)
-    row.update({"paths_confined": not unsafe, "unsafe_paths": ", ".join(unsafe),
+    row.update({"paths_confined": not unsafe, "unsafe_paths": ", ".join(rel for rel, _ in unsafe),
+                "unsafe_reason": "; ".join(why for _, why in unsafe),
                 "content_hash": _content_hash(image_digests + label_digests)})
     return row
 
 
-def build_manifest(dataset: MsdDataset) -> pd.DataFrame:
-    """One row per case (listed first, then orphans), columns in a stable order."""
-    rows = [describe_case(dataset.root, case) for case in dataset.cases]
+def build_manifest(dataset: MsdDataset, link_roots: tuple[Path, ...] = ()) -> pd.DataFrame:
+    """One row per case (listed first, then orphans), columns in a stable order.
+
+    A file reached through a symbolic link must lie inside the dataset root, or inside one of
+    `link_roots` (e.g. the project's DVC cache, which links tracked files into place).
+    """
+    confinement = Confinement(dataset.root, dataset.descriptor, tuple(link_roots))
+    rows = [describe_case(confinement, case) for case in dataset.cases]
     frame = pd.DataFrame(rows).reindex(columns=MANIFEST_COLUMNS)
     frame["descriptor"] = dataset.descriptor
     frame["expected_channels"] = len(dataset.modality) or None

@@ -4,7 +4,8 @@ dataset.json lists training cases as {"image": "./imagesTr/x.nii.gz", "label": .
 disk that it does not list are kept as orphans so validation can report them. Multi-channel
 cases come either as one 4D NIfTI (channels last, as MSD BraTS) or, the nnU-Net way, as one file
 per channel (`x_0000.nii.gz`, `x_0001.nii.gz`) while dataset.json still names `x.nii.gz`.
-An entry pointing outside the dataset folder (`../`, an absolute path) is refused and never read.
+An entry pointing outside the dataset folder (`../`, an absolute path, or a symbolic link whose
+target lies outside) is refused and never read.
 """
 
 from __future__ import annotations
@@ -74,6 +75,9 @@ def case_id_from_path(path: str) -> str:
 
 def _load_descriptor(root: Path) -> dict:
     descriptor = root / "dataset.json"
+    target = escaping_link(root, "dataset.json")
+    if target is not None:
+        raise LayoutError(f"{descriptor}: a link to {target}, outside the dataset folder; it is not read")
     if not descriptor.is_file():
         raise LayoutError(f"{descriptor}: missing; an MSD dataset folder needs a dataset.json")
     try:
@@ -90,8 +94,8 @@ def _load_descriptor(root: Path) -> dict:
 def confined_path(entry: str) -> str | None:
     """The entry as a clean relative POSIX path, or None when it would leave the dataset root.
 
-    Checked lexically (no resolving of links): a DVC cache may legitimately link files from
-    elsewhere, but dataset.json itself must never steer reading outside the delivery.
+    Checked lexically, so dataset.json itself can never steer reading outside the delivery;
+    `escaping_link` then checks where links on the way lead.
     """
     path = entry.replace("\\", "/")
     if path.startswith("/") or _WINDOWS_DRIVE.match(path):
@@ -100,6 +104,20 @@ def confined_path(entry: str) -> str | None:
     if normal == ".." or normal.startswith("../"):
         return None
     return normal
+
+
+def escaping_link(root: Path, rel: str, allowed: tuple[Path, ...] = ()) -> Path | None:
+    """Where `root/rel` really lies when a symbolic link on the way leads outside `root` (and
+    outside every `allowed` folder, e.g. a DVC cache that links files in); None when it stays.
+
+    Only the links are read (as `os.readlink` does), never the file they point to.
+    """
+    inside = [Path(folder).resolve() for folder in (root, *allowed)]
+    try:
+        target = (root / rel).resolve()
+    except (OSError, RuntimeError):  # a loop of links leads to no file at all: reported missing
+        return None
+    return None if any(target.is_relative_to(folder) for folder in inside) else target
 
 
 def _entry(entry: dict, key: str) -> str | None:

@@ -173,21 +173,27 @@ def as_preprocessing(preprocessing: Preprocessing | dict) -> Preprocessing:
 def load_case(image_path: Path | Sequence[Path], label_path: Path | None = None,
               label_map: dict[int, int] | None = None,
               preprocessing: Preprocessing | dict | None = None) -> Volume:
-    """Read an image (and label) and prepare it for the network.
-
-    Without `preprocessing`: per-case z-score on the input grid. With the plan's preprocessing:
-    its normalisation, then resampling to its target spacing where the case differs by >1%.
-    """
+    """Read an image (and label) and prepare it for the network (see `prepare_image`)."""
     image, affine = load_channels(image_path)
     label = to_label(load_array(label_path)[0], label_map)[None] if label_path else None
     first = Path(image_path) if isinstance(image_path, (str, Path)) else Path(image_path[0])
-    shape = tuple(int(n) for n in image.shape[1:])
-    spacing = tuple(image_spacing(first, len(shape)))
+    spacing = tuple(image_spacing(first, image.ndim - 1))
+    return prepare_image(image, affine, spacing, preprocessing, label, source=first)
+
+
+def prepare_image(image: np.ndarray, affine: np.ndarray, spacing: Sequence[float],
+                  preprocessing: Preprocessing | dict | None = None, label: np.ndarray | None = None,
+                  source: Path | str = "the image") -> Volume:
+    """An image already read, (C, *spatial), made ready for the network: without `preprocessing`
+    per-case z-score on the input grid; with the plan's, its normalisation, then resampling to its
+    target spacing where the case differs by >1 %. The training cache and `segflow predict` both
+    prepare through here, so a new image meets the network exactly as the training cases did."""
+    shape, spacing = tuple(int(n) for n in image.shape[1:]), tuple(spacing)
     if preprocessing is None:
         return Volume(np.stack([normalise_image(c) for c in image]), label, affine, spacing=spacing)
     plan = as_preprocessing(preprocessing)
     if len(plan.target_spacing) != len(shape):
-        raise ValueError(f"{first}: {len(shape)}D image but the plan's target spacing is {plan.target_spacing}")
+        raise ValueError(f"{source}: {len(shape)}D image but the plan's target spacing is {plan.target_spacing}")
     image = normalise_channels(image, plan.normalisation)
     if needs_resampling(spacing, plan.target_spacing):
         target_shape = resampled_shape(shape, spacing, plan.target_spacing)

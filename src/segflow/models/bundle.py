@@ -4,18 +4,20 @@ One file holds one or more members of the same network (one per cross-validation
 prediction averages their probabilities. It also carries the preprocessing of the plan and the
 postprocessing chosen on validation, so `segflow predict` prepares and cleans a new volume exactly
 as the pipeline did. Saved with torch.save and loaded with `weights_only=True`, so opening a model
-file from the registry cannot run arbitrary code.
+file from the registry cannot run arbitrary code; a file that does not load is described by what
+it is (`segflow.models.torch_files`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
 
 from segflow.io import atomic_path
 from segflow.models.factory import build_network
+from segflow.models.torch_files import load_torch_file
 
 FORMAT = "segflow-model/2"
 OLDER_FORMATS = ("segflow-model/1",)  # one member, per-case z-score, no postprocessing
@@ -36,9 +38,14 @@ class ModelBundle:
     def build(self, device: str | torch.device = "cpu") -> list[torch.nn.Module]:
         """One network per member with its weights, in eval mode on `device`."""
         nets = []
-        for state in self.state_dicts:
+        for member, state in enumerate(self.state_dicts):
             net = build_network(self.network, self.network_args)
-            net.load_state_dict(state)
+            try:
+                net.load_state_dict(state)
+            except RuntimeError as exc:  # torch lists every key: the first line says enough
+                first = str(exc).strip().splitlines()[0]
+                raise ValueError(f"the weights of member {member} do not fit the {self.network} the model file "
+                                 f"describes ({first})") from None
             nets.append(net.to(device).eval())
         return nets
 
@@ -78,16 +85,23 @@ def _upgrade(payload: dict) -> dict:
     return payload
 
 
+def _check_fields(path: Path, payload: dict) -> None:
+    """The payload holds exactly the bundle's fields (a foreign dict says which are off)."""
+    known = {f.name for f in fields(ModelBundle)}
+    required = {f.name for f in fields(ModelBundle) if f.default is MISSING and f.default_factory is MISSING}
+    missing, unknown = sorted(required - set(payload)), sorted(set(payload) - known)
+    if missing or unknown:
+        raise ValueError(f"{path}: a damaged segflow model file (missing {missing or 'nothing'}, "
+                         f"unexpected {unknown or 'nothing'})")
+
+
 def load_bundle(path: Path) -> ModelBundle:
     """Read a model file written by `save_bundle`; refuses anything else with a clear error."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: model file not found") from None
-    except Exception as exc:  # noqa: BLE001 - corrupt or foreign file
-        raise ValueError(f"{path}: not a readable segflow model file ({exc})") from None
+    path = Path(path)
+    payload = load_torch_file(path, "segflow model file")
     if not isinstance(payload, dict) or payload.get("format") not in (FORMAT, *OLDER_FORMATS):
         raise ValueError(f"{path}: not a segflow model file (expected format {FORMAT})")
     if payload.pop("format") in OLDER_FORMATS:
         payload = _upgrade(payload)
+    _check_fields(path, payload)
     return ModelBundle(**payload)

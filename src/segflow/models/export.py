@@ -34,8 +34,8 @@ Decisions (measured with torch 2.13, MONAI 1.6.1, onnxruntime 1.31 on every netw
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
-import os
 import shutil
 import uuid
 import warnings
@@ -45,7 +45,7 @@ from pathlib import Path
 import torch
 
 from segflow.errors import SegflowError
-from segflow.io import file_hash, write_json
+from segflow.io import file_hash, owner_tag, remove_abandoned, write_json
 from segflow.models.bundle import ModelBundle, load_bundle
 from segflow.models.factory import NETWORKS
 
@@ -58,6 +58,7 @@ FORMAT_FILES = {"torchscript": "models/model.ts", "onnx": "models/model.onnx"}
 PARITY_SEED = 0
 PARITY_BATCH = 2  # the export example has batch 1: checking at 2 proves the batch axis is free
 SLIDING_WINDOW = {"overlap": 0.5, "mode": "gaussian", "sw_batch_size": 4}  # as segflow.inference
+PUBLISH_TRIES = 50  # renames of a replacing publish before giving up on concurrent publishers
 
 
 class ExportError(SegflowError):
@@ -130,9 +131,13 @@ def read_model(model_file: Path) -> ModelBundle:
 
 @contextlib.contextmanager
 def staging_folder(dest: Path) -> Iterator[Path]:
-    """A fresh hidden folder beside `dest`, removed unless the block renamed it into place."""
+    """A fresh hidden folder beside `dest` named for its owner (`-<pid>@<host>`), removed unless the
+    block renamed it into place. Folders a killed run left beside `dest` are removed first."""
+
     dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = dest.with_name(f".{dest.name}.staging-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    for kind in ("staging", "old"):
+        remove_abandoned(dest.parent, f".{dest.name}.{kind}-*")
+    staging = dest.with_name(f".{dest.name}.staging-{uuid.uuid4().hex[:8]}-{owner_tag()}")
     staging.mkdir()
     try:
         yield staging
@@ -140,12 +145,34 @@ def staging_folder(dest: Path) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def publish(staging: Path, dest: Path) -> None:
-    """One rename: readers see no export or a complete one."""
+def publish(staging: Path, dest: Path, replace: bool = False) -> None:
+    """Put `staging` at `dest` in one rename: readers see no export or a complete one. With `replace`
+    an existing `dest` is first renamed aside (then removed), retried while concurrent publishers
+    get in between, so the last one wins and every one of them publishes a whole folder."""
+    for _ in range(PUBLISH_TRIES if replace else 1):
+        aside = _move_aside(dest) if replace else None
+        try:
+            staging.rename(dest)
+            return
+        except OSError as exc:  # e.g. something else created `dest` meanwhile
+            failure = exc
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):  # not a concurrent publisher: no retry
+                break
+        finally:
+            if aside is not None:
+                shutil.rmtree(aside, ignore_errors=True)
+    raise ExportError(f"{dest}: cannot put the export in place: {failure}")
+
+
+def _move_aside(dest: Path) -> Path | None:
+    """Rename `dest` to a hidden owner-named sibling (None when there is no `dest`)."""
+
+    aside = dest.with_name(f".{dest.name}.old-{uuid.uuid4().hex[:8]}-{owner_tag()}")
     try:
-        staging.rename(dest)
-    except OSError as exc:  # e.g. something else created `dest` meanwhile
-        raise ExportError(f"{dest}: cannot put the export in place: {exc}") from None
+        dest.rename(aside)
+    except FileNotFoundError:
+        return None
+    return aside
 
 
 def write_bundle(bundle: ModelBundle, model_file: Path, root: Path, formats: Sequence[str]) -> dict:

@@ -113,6 +113,7 @@ def compute_fingerprint(data_root: Path, manifest: pd.DataFrame, kept: list[str]
         "spatial_dims": spatial_dims,
         "n_channels": n_channels,
         "modality": {str(k): v for k, v in modality.items()},
+        "labels": {str(k): v for k, v in labels.items()},  # declared classes: one network output each
         "case_ids": list(kept),
         "spacings": [case.spacing for case in cases],
         "shapes": [case.shape for case in cases],
@@ -122,3 +123,11 @@ def compute_fingerprint(data_root: Path, manifest: pd.DataFrame, kept: list[str]
                                  for c in range(n_channels)},
         "class_frequencies": class_frequencies(cases, labels),
     }
+
+
+def training_ranges_from_fingerprint(fingerprint: dict) -> dict:
+    """What `segflow predict` compares an input with: per-axis min and max of the training cases'
+    shape (voxels) and spacing (mm). Register stores it in the model file as info["training_ranges"]."""
+    return {"n_cases": fingerprint["n_cases"],
+            "shape": {"min": fingerprint["min_shape"], "max": fingerprint["max_shape"]},
+            "spacing": {"min": fingerprint["min_spacing"], "max": fingerprint["max_spacing"]}}

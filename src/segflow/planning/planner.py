@@ -50,7 +50,13 @@ DATASET_SHARE_PER_BATCH = 0.05  # a batch sees at most 5% of the dataset's voxel
 FIXED_DIVISOR = {"BasicUNet": 16, "BasicUNetPlusPlus": 16, "UNETR": 16, "SwinUNETR": 32}
 SEGRESNET_BLOCKS_DOWN = (1, 2, 2, 4)  # MONAI's default
 MAX_PATCH_STEPS = 200
+FAR_OVER = 4.0  # a patch over 4x too large loses half its largest side per step, not one divisor step
 MIN_PATCH_SIDE = 16  # shrinking stops here: smaller patches see too little context to learn from
+# No case may exceed this many voxels at the target spacing: augment holds a whole case (and its
+# resampled copy) in memory, 4 GiB per channel as float32 at this size. A whole-body CT at 0.8 mm
+# (512x512x2000, 5.2e8 voxels) and the largest MSD cases (< 3e8) fit; a unit slip in
+# augment.target_spacing (0.001 for 1 mm: 1e9 times the voxels) does not, by orders of magnitude.
+MAX_RESAMPLED_CASE_VOXELS = 2**30
 # "CT" starting a word, case-insensitive: "CT", "ct_arterial", "non-contrast CT", not "spectral".
 CT_MODALITY = re.compile(r"(?<![a-z])ct", re.IGNORECASE)
 
@@ -152,6 +158,23 @@ def plan_target_spacing(spacings: Sequence[Sequence[float]]) -> tuple[list[float
     return [float(s) for s in target], (
         f"median spacing per axis, but axis {coarse} is over {ANISOTROPY_RATIO:g}x coarser than the finest, "
         f"so it takes its {COARSE_AXIS_PERCENTILE}th percentile")
+
+
+def check_resampled_sizes(fingerprint: dict, target: Sequence[float], why: str) -> None:
+    """Refuse a target spacing that would blow the largest case up past MAX_RESAMPLED_CASE_VOXELS
+    (`why` says where the target spacing came from)."""
+    shapes, spacings = fingerprint["shapes"], fingerprint["spacings"]
+    sizes = [math.prod(resampled_shape(shape, spacing, target))
+             for shape, spacing in zip(shapes, spacings, strict=True)]
+    largest = int(np.argmax(sizes))
+    if sizes[largest] <= MAX_RESAMPLED_CASE_VOXELS:
+        return
+    case = (fingerprint.get("case_ids") or [f"#{i}" for i in range(len(sizes))])[largest]
+    raise ConfigError(
+        f"augment.target_spacing {list(target)} ({why}) would resample case {case} from shape {shapes[largest]} "
+        f"at spacing {spacings[largest]} to {resampled_shape(shapes[largest], spacings[largest], target)}, "
+        f"{sizes[largest]:.3g} voxels; at most {MAX_RESAMPLED_CASE_VOXELS:.3g} fit in memory "
+        f"({MAX_RESAMPLED_CASE_VOXELS * 4 / 2**30:g} GiB per channel as float32). Check the unit (mm per voxel).")
 
 
 def median_resampled_shape(shapes: Sequence[Sequence[int]], spacings: Sequence[Sequence[float]],
@@ -374,12 +397,32 @@ def shrink_largest_axis(patch: list[int], divisor: list[int]) -> list[int]:
     return [side - divisor[a] if a == axis else side for a, side in enumerate(patch)]
 
 
-def fits(ctx: NetworkContext, patch: list[int], args: dict, budget: Budget) -> bool:
-    """Within the CPU voxel cap (checked first: it is free) and the memory budget at batch 2."""
-    if budget.device == "cpu" and math.prod(patch) > CPU_MAX_PATCH_VOXELS:
-        return False
+def overshoot(ctx: NetworkContext, patch: list[int], args: dict, budget: Budget) -> float:
+    """How many times too large `patch` is (<= 1: it fits): against the CPU voxel cap first (it is
+    free), then against the memory budget at batch 2."""
+    voxels = math.prod(patch)
+    if budget.device == "cpu" and voxels > CPU_MAX_PATCH_VOXELS:
+        return voxels / CPU_MAX_PATCH_VOXELS
     memory = training_memory_model(ctx.name, args, patch, budget.amp)
-    return memory.total_gb(PATCH_CHECK_BATCH_SIZE) <= budget.memory_gb
+    return memory.total_gb(PATCH_CHECK_BATCH_SIZE) / budget.memory_gb
+
+
+def halve_largest_axis(patch: list[int], divisor: list[int]) -> list[int]:
+    """The largest side halved (down to a multiple of its divisor, keeping MIN_PATCH_SIDE);
+    unchanged when it cannot be."""
+    axis = max(range(len(patch)), key=patch.__getitem__)
+    half = patch[axis] // 2 // divisor[axis] * divisor[axis]
+    if half < max(MIN_PATCH_SIDE, divisor[axis]):
+        return patch
+    return [half if a == axis else side for a, side in enumerate(patch)]
+
+
+def smaller_patch(patch: list[int], divisor: list[int], over: float) -> list[int]:
+    """The next patch to try: half the largest side while the patch is over FAR_OVER times too
+    large (a whole large scan would take thousands of single steps), else one divisor step off it."""
+    if over > FAR_OVER and (halved := halve_largest_axis(patch, divisor)) != patch:
+        return halved
+    return shrink_largest_axis(patch, divisor)
 
 
 def plan_patch_size(ctx: NetworkContext, median_shape: list[int], budget: Budget) -> tuple[list[int], dict, str]:
@@ -388,14 +431,20 @@ def plan_patch_size(ctx: NetworkContext, median_shape: list[int], budget: Budget
     patch, args = fit_network(ctx, list(median_shape))
     shrunk = False
     for _ in range(MAX_PATCH_STEPS):
-        if fits(ctx, patch, args, budget):
+        over = overshoot(ctx, patch, args, budget)
+        if over <= 1:
             break
-        smaller = shrink_largest_axis(patch, network_divisor(ctx.name, args, len(patch)))
+        smaller = smaller_patch(patch, network_divisor(ctx.name, args, len(patch)), over)
         if smaller == patch:
             raise ConfigError(f"train.memory_budget_gb: {budget.memory_gb:g} GB is too small for {ctx.name} on "
                               f"{budget.device}, even with patch {patch} at batch {PATCH_CHECK_BATCH_SIZE}")
         patch, args = fit_network(ctx, smaller)
         shrunk = True
+    else:
+        raise ConfigError(f"augment.patch_size: the median shape {median_shape} at augment.target_spacing "
+                          f"{ctx.spacing} is still {patch} after {MAX_PATCH_STEPS} shrinking steps, over "
+                          f"train.memory_budget_gb ({budget.memory_gb:g} GB); check augment.target_spacing or "
+                          "set augment.patch_size")
     divisor = network_divisor(ctx.name, args, len(patch))
     cap = f"at most {CPU_MAX_PATCH_VOXELS} voxels and " if budget.device == "cpu" else ""
     fitted = f"{cap}{budget.memory_gb:g} GB at batch {PATCH_CHECK_BATCH_SIZE}"
@@ -460,18 +509,44 @@ def network_memory(ctx: NetworkContext, args: dict, patch: list[int], budget: Bu
 
 
 def check_fingerprint(fingerprint: dict, params: Params) -> None:
+    """The network's dimensions and channels must match the data it is planned for."""
     if fingerprint.get("spatial_dims") != params.model.spatial_dims:
         raise ConfigError(f"model.spatial_dims is {params.model.spatial_dims} but the fingerprint is "
                           f"{fingerprint.get('spatial_dims')}D; rerun the plan stage")
     if fingerprint["n_channels"] != params.model.in_channels:
         raise ConfigError(f"model.in_channels is {params.model.in_channels} but the cases have "
                           f"{fingerprint['n_channels']} channel(s)")
+    check_classes(fingerprint.get("labels"), params)
+
+
+def check_classes(labels: dict[str, str] | None, params: Params) -> None:
+    """model.out_channels must be the number of declared classes (one output per class), caught
+    here rather than when training starts."""
+    if labels is None or len(labels) == params.model.out_channels:
+        return
+    source = "dataset.json labels" if params.data.layout == "msd" else "data.labels"
+    raise ConfigError(f"model.out_channels is {params.model.out_channels} but the {source} declare "
+                      f"{len(labels)} classes ({labels}); set model.out_channels to {len(labels)}")
 
 
 def plan_spacing(fingerprint: dict, params: Params) -> tuple[list[float], str]:
+    """augment.target_spacing: explicit, or planned; either way no case may become too large."""
     if params.augment.target_spacing != AUTO:
-        return list(params.augment.target_spacing), "augment.target_spacing is explicit"
-    return plan_target_spacing(fingerprint["spacings"])
+        spacing, why = list(params.augment.target_spacing), "augment.target_spacing is explicit"
+    else:
+        spacing, why = plan_target_spacing(fingerprint["spacings"])
+    check_resampled_sizes(fingerprint, spacing, why)
+    return spacing, why
+
+
+def check_memory(memory: MemoryModel, batch: int, patch: list[int], budget: Budget) -> None:
+    """Refuse a plan whose estimated training memory exceeds the budget (an explicit patch or
+    batch too large for it): training would run out of memory, or swap for days."""
+    needed = memory.total_gb(batch)
+    if needed > budget.memory_gb:
+        raise ConfigError(f"train.memory_budget_gb: patch {patch} at batch {batch} needs an estimated "
+                          f"{needed:.3g} GB, over the budget of {budget.memory_gb:g} GB; lower "
+                          "augment.patch_size or train.batch_size, or raise train.memory_budget_gb")
 
 
 def make_plan(fingerprint: dict, params: Params, cuda_available: bool | None = None) -> Plan:
@@ -497,6 +572,7 @@ def make_plan(fingerprint: dict, params: Params, cuda_available: bool | None = N
     else:
         total = dataset_voxels(fingerprint["shapes"], fingerprint["spacings"], spacing)
         batch, reasons["batch_size"] = plan_batch_size(memory, budget, patch, total)
+    check_memory(memory, batch, patch, budget)
     return Plan(device=device, memory_budget_gb=budget.memory_gb, spatial_dims=params.model.spatial_dims,
                 target_spacing=spacing, median_shape=median_shape, normalisation=normalisation, patch_size=patch,
                 batch_size=batch, network=ctx.name, network_args=args,

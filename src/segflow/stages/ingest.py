@@ -13,6 +13,8 @@ from segflow.data.splits import kfold_split
 from segflow.io import write_csv, write_json
 from segflow.paths import Paths
 
+DVC_CACHE = ".dvc/cache"  # DVC's default cache folder
+
 
 def build_splits(manifest: pd.DataFrame, n_folds: int, seed: int) -> dict[str, int]:
     """Folds over the listed case ids (orphans are not cases; duplicated ids split once).
@@ -48,7 +50,8 @@ def class_labels(cfg: DataConfig, dataset: MsdDataset) -> dict[str, str]:
 
 def run(params: Params, paths: Paths) -> tuple[pd.DataFrame, dict]:
     dataset = read_dataset(params.data, paths.root / params.data.root)
-    manifest = build_manifest(dataset)
+    # A DVC cache of link type (`dvc config cache.type symlink`) links tracked files in from here.
+    manifest = build_manifest(dataset, link_roots=(paths.root / DVC_CACHE,))
     splits = {
         "n_folds": params.split.n_folds,
         "seed": params.split.seed,

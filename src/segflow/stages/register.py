@@ -1,12 +1,18 @@
 """register: bundle the fold models as one ensemble with the chosen postprocessing, export it
 (TorchScript, ONNX, MONAI bundle; each checked against the eager model), gate it on the
 cross-validation Dice, and record it in the registry. It becomes champion only when it beats the
-current champion on the same cases (segflow.promotion); otherwise it stays a candidate."""
+current champion on the same cases (segflow.promotion); otherwise it stays a candidate.
+
+Each run builds its ensemble and export in its own hidden folder, registers from there, then
+publishes both into artifacts/register/ by rename: runs at once never share a half-written file."""
 
 from __future__ import annotations
 
-import shutil
+import contextlib
+import os
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import pandas as pd
 
@@ -15,6 +21,7 @@ from segflow.io import read_json, write_json
 from segflow.model_card import model_card
 from segflow.models.bundle import ensemble, load_bundle, save_bundle
 from segflow.paths import Paths
+from segflow.planning.fingerprint import training_ranges_from_fingerprint
 from segflow.promotion import challenge
 from segflow.provenance import data_hash, git_commit
 from segflow.registry import Registry
@@ -29,37 +36,56 @@ def gate(metrics: dict, minimum: float) -> tuple[bool, str]:
     return True, f"mean Dice {dice:.4f} meets register.min_mean_dice {minimum:.4f}"
 
 
-def build_ensemble(params: Params, paths: Paths) -> dict:
-    """Write the fold models as one ensemble file with the postprocessing chosen on validation."""
+def build_ensemble(params: Params, paths: Paths, dest: Path) -> dict:
+    """Write the fold models as one ensemble file at `dest` with the postprocessing chosen on
+    validation and the training cases' shape and spacing ranges (predict flags inputs far outside)."""
     decision = read_json(paths.postprocessing)
     bundles = [load_bundle(paths.model_for(fold)) for fold in params.split.folds]
-    save_bundle(paths.ensemble, ensemble(bundles, postprocessing=decision))
+    ranges = training_ranges_from_fingerprint(read_json(paths.fingerprint))
+    save_bundle(dest, ensemble(bundles, postprocessing=decision, info={**bundles[0].info, "training_ranges": ranges}))
     return decision
 
 
-def export_ensemble(params: Params, paths: Paths) -> dict:
-    """The ensemble as a MONAI bundle with the formats in register.export; an export that fails
-    (or does not match the eager model) is reported, never published, and does not stop register."""
+def export_ensemble(params: Params, model_file: Path, dest: Path) -> dict:
+    """The ensemble as a MONAI bundle at `dest` with the formats in register.export; an export that
+    fails (or does not match the eager model) is reported, never published, and does not stop register."""
     from segflow.errors import SegflowError
     from segflow.models.export import export_model
 
-    shutil.rmtree(paths.export_bundle, ignore_errors=True)
     if not params.register_.export:
-        return _not_exported(paths, {"formats": [], "skipped": "register.export is empty"})
+        return _not_exported(dest, {"formats": [], "skipped": "register.export is empty"})
     try:
-        return export_model(paths.ensemble, paths.export_bundle, formats=tuple(params.register_.export))
+        return export_model(model_file, dest, formats=tuple(params.register_.export))
     except SegflowError as exc:
         print(f"register: WARNING export failed, no bundle published: {exc}")
-        return _not_exported(paths, {"formats": [], "error": str(exc)})
+        return _not_exported(dest, {"formats": [], "error": str(exc)})
 
 
-def _not_exported(paths: Paths, outcome: dict) -> dict:
+def _not_exported(bundle: Path, outcome: dict) -> dict:
     """The bundle folder is a DVC output, so it always exists; here it only says why it is empty."""
     from segflow.io import write_text
 
     reason = outcome.get("error") or outcome.get("skipped")
-    write_text(paths.export_bundle / "NOT_EXPORTED.txt", f"No export was published: {reason}\n")
+    write_text(bundle / "NOT_EXPORTED.txt", f"No export was published: {reason}\n")
     return outcome
+
+
+@contextlib.contextmanager
+def own_folder(paths: Paths) -> Iterator[Path]:
+    """This run's hidden working folder in artifacts/register/ (one a killed run left is removed)."""
+    from segflow.models.export import staging_folder
+
+    with staging_folder(paths.ensemble.parent / "run") as own:
+        yield own
+
+
+def publish_outputs(own: Path, paths: Paths) -> None:
+    """This run's ensemble and bundle into artifacts/register/, each by rename: runs at once each
+    publish whole outputs (the last one wins), never a mix or a half."""
+    from segflow.models.export import publish
+
+    os.replace(own / "model.pt", paths.ensemble)
+    publish(own / "bundle", paths.export_bundle, replace=True)
 
 
 def describe_preprocessing(preprocessing: dict | None) -> str:
@@ -75,12 +101,13 @@ def compute_record(params: Params, paths: Paths) -> list[dict]:
     return [{k: read_json(paths.train_summary_for(f)).get(k) for k in keys} for f in params.split.folds]
 
 
-def make_entry(params: Params, paths: Paths, metrics: dict, pp_decision: dict, exported: dict) -> dict:
+def make_entry(params: Params, paths: Paths, model_file: Path, metrics: dict, pp_decision: dict,
+               exported: dict) -> dict:
     kept = pp_decision["keep_largest_component"]
     return {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "dataset": read_json(paths.splits)["dataset"],
             "network": params.model.name, "data_hash": data_hash(paths.root), "git_commit": git_commit(paths.root),
             "metrics": metrics, "folds": list(params.split.folds), "compute": compute_record(params, paths),
-            "preprocessing": describe_preprocessing(load_bundle(paths.ensemble).preprocessing),
+            "preprocessing": describe_preprocessing(load_bundle(model_file).preprocessing),
             "postprocessing": f"largest component kept for classes {kept}" if kept else "none",
             "export": exported}
 
@@ -90,35 +117,46 @@ def champion_scores(registry: Registry, champion: dict) -> pd.DataFrame | None:
     return pd.read_csv(per_case) if per_case.is_file() else None
 
 
-def record(params: Params, paths: Paths, entry: dict) -> dict:
-    """Add the model to the registry; the promotion decision is taken under the registry's lock."""
-    registry = Registry(paths.root / params.register_.registry_dir)
+def registry_of(params: Params, paths: Paths) -> Registry:
+    """The registry register.registry_dir names (relative to the project root)."""
+    return Registry(paths.root / params.register_.registry_dir)
+
+
+def record(params: Params, paths: Paths, entry: dict, own: Path) -> dict:
+    """Add this run's model and bundle (from its own folder) to the registry; the promotion
+    decision is taken under the registry's lock."""
+    registry = registry_of(params, paths)
     per_case = pd.read_csv(paths.per_case)
     verdicts = []
 
     def decide(champion: dict | None) -> tuple[bool, str]:
         scores = champion_scores(registry, champion) if champion else None
-        mean = champion["metrics"].get("dice_mean") if champion else None
+        mean = (champion.get("metrics") or {}).get("dice_mean") if champion else None
         verdicts.append(challenge(per_case, champion and champion["id"], scores, mean, params.register_))
         return verdicts[-1].promote, verdicts[-1].reason
 
     files = {"params.yaml": (paths.root / "params.yaml").read_text(), "plan.json": paths.plan.read_text(),
              "metrics.json": paths.metrics.read_text(), "per_case.csv": paths.per_case.read_text(),
              "MODEL_CARD.md": model_card(entry, params, read_json(paths.validation_report), per_case)}
-    folders = {"bundle": paths.export_bundle} if entry["export"].get("formats") else {}
-    model_id, promoted, reason = registry.add(paths.ensemble, entry, files, decide, folders)
+    folders = {"bundle": own / "bundle"} if entry["export"].get("formats") else {}
+    model_id, promoted, reason = registry.add(own / "model.pt", entry, files, decide, folders)
     return {"model_id": model_id, "promoted": promoted, "reason": reason, "comparison": verdicts[-1].as_dict(),
             "model_dir": (params.register_.registry_dir / "models" / model_id).as_posix()}
 
 
 def main(params: Params, paths: Paths, tracker=None) -> dict:
     metrics = read_json(paths.metrics)
-    pp_decision = build_ensemble(params, paths)
     passed, gate_reason = gate(metrics, params.register_.min_mean_dice)
-    exported = export_ensemble(params, paths)
-    decision = {"registered": passed, "gate": gate_reason, "metrics": metrics, "export": exported}
     if passed:
-        decision |= record(params, paths, make_entry(params, paths, metrics, pp_decision, exported))
+        registry_of(params, paths).check()  # a damaged registry stops register before the export
+    with own_folder(paths) as own:
+        pp_decision = build_ensemble(params, paths, own / "model.pt")
+        exported = export_ensemble(params, own / "model.pt", own / "bundle")
+        decision = {"registered": passed, "gate": gate_reason, "metrics": metrics, "export": exported}
+        if passed:
+            entry = make_entry(params, paths, own / "model.pt", metrics, pp_decision, exported)
+            decision |= record(params, paths, entry, own)
+        publish_outputs(own, paths)
     write_json(paths.registration, decision)
     print(f"register: {describe(decision)}")
     if tracker:
