@@ -10,10 +10,11 @@ export PATH := $(BIN):$(PATH)
 # Everything else segflow sets (analytics off, PREFECT_HOME and WANDB_* dirs inside the project,
 # W&B offline unless configured) lives in src/segflow/env.py; `make env` prints it.
 
-.PHONY: setup data run repro test test-fast plots env clean help deploy pools
+.PHONY: setup data run repro test test-fast lint plots env clean help deploy pools
 help:
 	@echo "make run    set up, fetch data, run the whole pipeline (dvc repro)"
-	@echo "make test   set up, run the tests"
+	@echo "make test   set up, lint, run the tests"
+	@echo "make lint   ruff over src, tests, flows, bench (pyproject.toml [tool.ruff])"
 	@echo "make plots  render DVC plots to artifacts/plots (offline HTML + PNG)"
 	@echo "make env    print the environment segflow sets"
 	@echo "make pools  create the Prefect work pools for one machine (PREFECT_API_URL set)"
@@ -47,11 +48,14 @@ run: data
 repro: setup
 	$(BIN)/dvc repro
 
-test: setup
+test: lint
 	$(BIN)/python -m pytest
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow and not integration"
+
+lint: setup
+	$(BIN)/ruff check src tests flows bench
 
 plots: setup
 	$(BIN)/segflow plots

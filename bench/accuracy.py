@@ -6,9 +6,9 @@ Default: clone this repository at HEAD into a scratch folder, fetch the data, ap
 overrides to the clone's params.yaml, run every DVC stage in DAG order (each timed), report.
 `--project-dir DIR --no-run` reports on an existing project's artifacts instead.
 
-    .venv/bin/python bench/accuracy.py                       # the default `make run`, measured
-    .venv/bin/python bench/accuracy.py -S train.epochs=10    # with overrides (as `dvc exp run -S`)
-    .venv/bin/python bench/accuracy.py --project-dir . --no-run
+    .venv/bin/python -m bench.accuracy                       # the default `make run`, measured
+    .venv/bin/python -m bench.accuracy -S train.epochs=10    # with overrides (as `dvc exp run -S`)
+    .venv/bin/python -m bench.accuracy --project-dir . --no-run
 
 Results: a table on stdout, JSON at --out (default bench/results/accuracy.json) and a PNG of
 Dice vs training minutes beside it. A failing stage exits 1 with a one-line message naming it.
@@ -33,9 +33,10 @@ from typing import Any, Callable
 
 import yaml
 
+from bench.common import machine_info
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "bench"))
-from common import cpu_model, machine_info, ram_gib  # noqa: E402,F401  (cpu_model, ram_gib: tested through here)
+
 DEFAULT_OUT = REPO / "bench" / "results" / "accuracy.json"
 TARGET_DICE = 0.89
 TARGET_MINUTES = 20.0
@@ -329,7 +330,7 @@ def effective_settings(params: dict, plan: dict) -> dict:
     return {
         "epochs": train.get("epochs"),
         "batch_size": resolve_auto(train.get("batch_size"), plan.get("batch_size")),
-        "patch_size": resolve_auto(params.get("augment", {}).get("patch_size"), plan.get("patch_size")),
+        "patch_size": resolve_auto(params.get("preprocess", {}).get("patch_size"), plan.get("patch_size")),
         "network": network,
         "lr": train.get("lr"),
         "folds": split.get("folds", [split["fold"]] if "fold" in split else None),

@@ -2,8 +2,8 @@
 import time of `segflow.cli` (`python -X importtime`), and which heavy libraries each command
 loads before it does any work (they must stay lazy: imported inside the command that needs them).
 
-    .venv/bin/python bench/cli_startup.py            # N=10
-    .venv/bin/python bench/cli_startup.py -n 20 --top 15
+    .venv/bin/python -m bench.cli_startup            # N=10
+    .venv/bin/python -m bench.cli_startup -n 20 --top 15
 
 Reference floor: `python -c pass` (the interpreter alone) and `python -c "import typer"`.
 Results: a table on stdout, JSON in bench/results/cli_startup.json.
@@ -20,8 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import report  # noqa: E402
+from bench.common import report
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = REPO / ".venv" / "bin"
@@ -112,7 +111,7 @@ def main() -> int:
     results["slowest_imports"] = [{"module": m, "self_s": s, "cumulative_s": c} for m, s, c in slowest]
     rows.append(["import segflow.cli (-X importtime)", f"{total:.3f}" if total else "?", "", "", ""])
     report("cli_startup", results, rows, ["what", "median s", "min s", "max s", "heavy libs loaded"])
-    print(f"\nslowest imports under segflow.cli (cumulative): "
+    print("\nslowest imports under segflow.cli (cumulative): "
           + ", ".join(f"{m} {c * 1000:.0f} ms" for m, _, c in slowest))
     return 0
 

@@ -58,7 +58,7 @@ def report(name: str, results: dict, rows: list[list], headers: list[str], out: 
     """Print `rows` as a table and write {"benchmark", "machine", "results"} as JSON (atomically)."""
     from tabulate import tabulate
 
-    from segflow.io import write_text
+    from segflow.files import write_text
 
     print(tabulate(rows, headers=headers))
     dest = out or RESULTS / f"{name}.json"

@@ -18,9 +18,9 @@ the later epochs. Results: bench/results/data_throughput.json.
 same run): a child process importing segflow from DIR runs its epoch only when asked, in the
 rotation current loader, baseline loader, model.
 
-    .venv/bin/python bench/data_throughput.py --project /tmp/sfbench/proj
-    .venv/bin/python bench/data_throughput.py --project /tmp/sfbench/proj --set train.num_workers=1
-    .venv/bin/python bench/data_throughput.py --project /tmp/sfbench/proj --baseline-src /tmp/head/src
+    .venv/bin/python -m bench.data_throughput --project /tmp/sfbench/proj
+    .venv/bin/python -m bench.data_throughput --project /tmp/sfbench/proj --set train.num_workers=1
+    .venv/bin/python -m bench.data_throughput --project /tmp/sfbench/proj --baseline-src /tmp/head/src
 """
 
 from __future__ import annotations
@@ -29,16 +29,22 @@ import argparse
 import multiprocessing
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH))
-
-from common import report  # noqa: E402
-from train_throughput import (Remote, add_project_options, add_run_options, build_trainer, child_argv,  # noqa: E402
-                              code_measured, loader_settings, ready_project, serve_requests, sync, warn_if_noisy)
+from bench.common import report
+from bench.train_throughput import (
+    Remote,
+    add_project_options,
+    add_run_options,
+    build_trainer,
+    child_argv,
+    code_measured,
+    loader_settings,
+    ready_project,
+    serve_requests,
+    sync,
+    warn_if_noisy,
+)
 
 COUNTED = ("read_volume", "numpy.load", "nibabel.load")
 
@@ -64,13 +70,12 @@ class DecodeCounter:
         import nibabel
         import numpy
 
-        from segflow import training
-        from segflow.data import preprocess
+        from segflow.data import cache, preprocess
 
         numpy.load = self.wrap("numpy.load", numpy.load)
         nibabel.load = self.wrap("nibabel.load", nibabel.load)
         reader = self.wrap("read_volume", preprocess.read_volume)
-        preprocess.read_volume = training.read_volume = reader
+        preprocess.read_volume = cache.read_volume = reader
 
     def snapshot(self) -> dict[str, int]:
         return {name: value.value for name, value in self.values.items()}
@@ -90,10 +95,10 @@ class StageLoader:
         self.built = self.counter.snapshot()
 
     def epoch(self, epoch: int) -> dict:
-        from segflow import training as T
+        from segflow.training.loader import seed_epoch
 
         loader, before = self.trainer.loader, self.counter.snapshot()
-        T.seed_epoch(loader, self.trainer.params.seed, epoch)
+        seed_epoch(loader, self.trainer.params.seed, epoch)
         start, patches = time.perf_counter(), 0
         for batch in loader:
             patches += int(batch["image"].shape[0])
@@ -106,7 +111,7 @@ class RemoteLoader:
     """StageLoader built from the baseline source tree, in a child process."""
 
     def __init__(self, args: argparse.Namespace):
-        self.remote = Remote(Path(__file__).resolve(), args.baseline_src, child_argv(args))
+        self.remote = Remote("bench.data_throughput", args.baseline_src, child_argv(args))
         self.built, self.code = self.remote.info["built"], self.remote.info["segflow_code"]
 
     def epoch(self, epoch: int) -> dict:
@@ -115,7 +120,7 @@ class RemoteLoader:
 
 def model_turn(trainer, images, labels, steps: int) -> float:
     """Seconds for `steps` forward + backward passes of the Trainer's model on one batch."""
-    from segflow.inference import autocast
+    from segflow.inference.sliding_window import autocast
 
     model = trainer.model
     model.train()
@@ -223,7 +228,7 @@ def run_settings(args, trainer, loaders: dict) -> dict:
     baseline = next((loader.code for loader in loaders.values() if isinstance(loader, RemoteLoader)), None)
     return {"project": str(args.project), "segflow_code": code_measured(), "baseline_code": baseline,
             "fold": args.fold, "device": trainer.device.type, "amp": trainer.amp, "batch_size": p.train.batch_size,
-            "patch_size": list(p.augment.patch_size), "network": p.model.name,
+            "patch_size": list(p.preprocess.patch_size), "network": p.model.name,
             "torch_threads": torch.get_num_threads(), "loader": loader_settings(trainer.loader),
             "train_cases": len(trainer.loader.dataset), "repeats": args.repeats, "model_steps": args.model_steps,
             "set": {key: value for key, value in args.settings}}

@@ -1,10 +1,10 @@
 """DVC caching, measured: the time of a no-op `dvc repro` after a full run, and which stages each
 single param change reruns, checked against the params each stage declares in dvc.yaml.
 
-    .venv/bin/python bench/dvc_noop.py                    # full Hippocampus data, small params
-    .venv/bin/python bench/dvc_noop.py --cases 13         # a 13-case project (fewer files to check)
-    .venv/bin/python bench/dvc_noop.py -n 10 --profile    # + cProfile of one no-op, top functions
-    .venv/bin/python bench/dvc_noop.py --change train.lr=0.002 --change model.num_res_units=2
+    .venv/bin/python -m bench.dvc_noop                    # full Hippocampus data, small params
+    .venv/bin/python -m bench.dvc_noop --cases 13         # a 13-case project (fewer files to check)
+    .venv/bin/python -m bench.dvc_noop -n 10 --profile    # + cProfile of one no-op, top functions
+    .venv/bin/python -m bench.dvc_noop --change train.lr=0.002 --change model.num_res_units=2
 
 What a run does, in a scratch folder (never this repo's own DVC workspace):
 1. `git clone` of this repo at HEAD into DIR/x, `DIR/shared` -> ../shared (data.local_copy
@@ -41,18 +41,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import report  # noqa: E402
+from bench.common import report
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = REPO / ".venv" / "bin"
 SHARED = REPO.parent / "shared"
 DATASET = SHARED / "datasets" / "Task04_Hippocampus"
 # This session's files: measured as they are in the working tree, not as committed.
-OVERLAY = ("flows/pipeline.py", "src/segflow/predict.py", "src/segflow/inference.py", "src/segflow/cli.py",
-           "src/segflow/env.py")
+OVERLAY = ("flows/pipeline.py", "src/segflow/inference/predict.py", "src/segflow/inference/sliding_window.py",
+           "src/segflow/cli.py", "src/segflow/env.py")
 # A pipeline that runs in about a minute on 2 CPU cores, with every stage doing its real kind of work.
-SMALL = ["augment.patch_size=[32,48,32]", "augment.preview_samples=2", "model.channels=[8,16,32]",
+SMALL = ["preprocess.patch_size=[32,48,32]", "augment.preview_samples=2", "model.channels=[8,16,32]",
          "model.strides=[2,2]", "model.num_res_units=1", "train.epochs=1", "train.batch_size=2",
          "train.val_every=1", "evaluate.overlay_cases=1", "evaluate.tta=false", "register.min_mean_dice=0.0",
          "register.export=[]"]

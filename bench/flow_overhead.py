@@ -2,10 +2,10 @@
 alternated (plain, flow, plain, flow, ...); the ratio flow/plain of the medians, and where the
 flow's extra time goes.
 
-    .venv/bin/python bench/flow_overhead.py                  # 3 pairs, full data, small params
-    .venv/bin/python bench/flow_overhead.py --pairs 2 --cases 13
-    .venv/bin/python bench/flow_overhead.py --api-url http://127.0.0.1:4200/api   # a running server
-    .venv/bin/python bench/flow_overhead.py --baseline-flow HEAD   # + the committed flow, alternated
+    .venv/bin/python -m bench.flow_overhead                  # 3 pairs, full data, small params
+    .venv/bin/python -m bench.flow_overhead --pairs 2 --cases 13
+    .venv/bin/python -m bench.flow_overhead --api-url http://127.0.0.1:4200/api   # a running server
+    .venv/bin/python -m bench.flow_overhead --baseline-flow HEAD   # + the committed flow, alternated
 
 Prefect mode: by default none is configured, as `python flows/pipeline.py` runs for a user without
 a server: Prefect 3 then starts its ephemeral API server (a subprocess on 127.0.0.1, state in the
@@ -34,12 +34,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import report  # noqa: E402
-from dvc_noop import BIN, REPO, SMALL, BenchError, Scratch, make_scratch, stages_ran  # noqa: E402
+from bench.common import report
+from bench.dvc_noop import BIN, REPO, SMALL, BenchError, Scratch, make_scratch, stages_ran
 
 # Runs the flow as `python flows/pipeline.py` does, timing it from inside: the import, each task
 # call and its body (Prefect's cost is the difference), and each git/DVC subprocess.
@@ -51,7 +49,7 @@ spec = importlib.util.spec_from_file_location("pipeline", sys.argv[1])
 pipeline = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(pipeline)
 from prefect import Task
-from segflow.orchestration import commands
+from segflow.processes import commands
 t_import = time.perf_counter() - t0
 tasks, subprocesses = [], []
 original = commands.run_command
@@ -294,7 +292,7 @@ def summarise(runs: list[tuple[str, dict]], arms: list[str]) -> tuple[dict, list
                                 "stage_calls": [c["what"] for c in flows[0]["inside"]["subprocesses"]],
                                 "breakdown_median_s": parts_med, "inside": [f["inside"] for f in flows]}
         rows += [[f"{arm} (Prefect)", f"{med:.2f}", " ".join(f"{r['wall_s']:.1f}" for r in flows)],
-                 [f"  CPU s (user+sys, process tree)", f"{cpu:.2f}", " ".join(f"{r['cpu_s']:.1f}" for r in flows)],
+                 ["  CPU s (user+sys, process tree)", f"{cpu:.2f}", " ".join(f"{r['cpu_s']:.1f}" for r in flows)],
                  [f"  ratio {arm}/plain", f"{med / plain_med:.3f}", f"goal <= 1.10; CPU ratio {cpu / plain_cpu:.3f}"],
                  [f"  {arm} - plain", f"{med - plain_med:.2f}", ""]]
         rows += [[f"    {k}", f"{v:.2f}" if k != "n_tasks" else f"{v:.0f}", ""] for k, v in parts_med.items()]

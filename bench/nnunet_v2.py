@@ -10,9 +10,9 @@ nnU-Net lives in its own venv (default ../nnunet-venv beside this checkout; torc
 
 Then, from the repo (runs nnU-Net under `nice -n 19`, 1 thread by default):
 
-    .venv/bin/python bench/nnunet_v2.py --epochs 1                      # nnU-Net's 1-epoch trainer
-    .venv/bin/python bench/nnunet_v2.py --epochs 5 --iterations-per-epoch 25   # shortened epochs
-    .venv/bin/python bench/nnunet_v2.py --epochs 5 --skip-preprocess --skip-train  # re-score only
+    .venv/bin/python -m bench.nnunet_v2 --epochs 1                      # nnU-Net's 1-epoch trainer
+    .venv/bin/python -m bench.nnunet_v2 --epochs 5 --iterations-per-epoch 25   # shortened epochs
+    .venv/bin/python -m bench.nnunet_v2 --epochs 5 --skip-preprocess --skip-train  # re-score only
 
 What a run does, in --workdir (default /tmp/nnunet-bench; never inside the project):
 1. raw/Dataset004_Hippocampus: symlinks to the cases segflow kept (artifacts/preprocessed/
@@ -50,8 +50,7 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, report  # noqa: E402
+from bench.common import RESULTS, report
 
 REPO = Path(__file__).resolve().parents[1]
 DATASET_ID = 4
@@ -134,7 +133,7 @@ def trainer_for(epochs: int, trainers: dict[int, str]) -> str:
 def need(path: Path, what: str) -> Path:
     if not path.exists():
         raise BenchError(f"{path} not found ({what}); run the segflow pipeline there first "
-                         "(`make run`, or `dvc repro augment`)")
+                         "(`make run`, or `dvc repro preprocess`)")
     return path
 
 
@@ -149,7 +148,7 @@ def read_project(project: Path) -> dict:
     if params.data.layout != "msd":
         raise BenchError(f"data.layout is {params.data.layout!r}; this bench needs the msd layout (3D NIfTI)")
     splits = json.loads(need(project / "artifacts/ingest/splits.json", "ingest output").read_text())
-    index = json.loads(need(project / "artifacts/preprocessed/index.json", "augment output").read_text())
+    index = json.loads(need(project / "artifacts/preprocessed/index.json", "preprocess output").read_text())
     with need(project / "artifacts/ingest/manifest.csv", "ingest output").open() as handle:
         manifest = {row["case_id"]: row for row in csv.DictReader(handle)}
     data_root = (project / params.data.root).resolve()
@@ -533,7 +532,7 @@ def print_curve(training: dict) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--project", type=Path, default=REPO, help="segflow project with ingest/augment artifacts")
+    parser.add_argument("--project", type=Path, default=REPO, help="segflow project with ingest/preprocess artifacts")
     parser.add_argument("--nnunet-venv", type=Path, default=DEFAULT_VENV, help="venv holding nnunetv2")
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR, help="scratch for nnU-Net's folders")
     parser.add_argument("--epochs", type=int, default=1, help="picks nnUNetTrainer_<N>epoch(s)")

@@ -3,13 +3,13 @@ time end to end, split into process start-up, model load and per-case time (read
 postprocessing, write), and a hash of every label map written (so a speed change can be shown
 not to change the predictions).
 
-    .venv/bin/python bench/predict_time.py                       # 10 real cases, champion model
-    .venv/bin/python bench/predict_time.py --cases 20 --repeats 3
-    .venv/bin/python bench/predict_time.py --model path/to/model.pt --threads 1
-    .venv/bin/python bench/predict_time.py --keep-labels /tmp/before      # then, after a change:
-    .venv/bin/python bench/predict_time.py --compare-labels /tmp/before   # voxels that differ
-    .venv/bin/python bench/predict_time.py --profile             # + cProfile of a TTA driver run
-    git clone -q . /tmp/head && .venv/bin/python bench/predict_time.py --baseline-src /tmp/head/src
+    .venv/bin/python -m bench.predict_time                       # 10 real cases, champion model
+    .venv/bin/python -m bench.predict_time --cases 20 --repeats 3
+    .venv/bin/python -m bench.predict_time --model path/to/model.pt --threads 1
+    .venv/bin/python -m bench.predict_time --keep-labels /tmp/before      # then, after a change:
+    .venv/bin/python -m bench.predict_time --compare-labels /tmp/before   # voxels that differ
+    .venv/bin/python -m bench.predict_time --profile             # + cProfile of a TTA driver run
+    git clone -q . /tmp/head && .venv/bin/python -m bench.predict_time --baseline-src /tmp/head/src
                                      # before/after: both code trees, runs alternated, labels compared
 
 Model: `--model PATH`; default the champion of this repo's registry (registry/index.json ->
@@ -19,7 +19,7 @@ registry/models/<id>/model.pt); without one, a small model trained in a scratch 
 
 Per mode (tta, no-tta): `--repeats` runs of the real command (`segflow predict --model M -i IN
 -o OUT [--no-tta]`, median wall), and one run of a driver that runs the same code path in-process
-(segflow.predict.predict_paths) with its steps timed. Start-up = the driver's imports + the
+(segflow.inference.predict.predict_paths) with its steps timed. Start-up = the driver's imports + the
 interpreter's start and exit. Results: bench/results/predict_time.json.
 """
 
@@ -38,8 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import report  # noqa: E402
+from bench.common import report
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = REPO / ".venv" / "bin"
@@ -54,7 +53,7 @@ from pathlib import Path
 model, source, output, mode, threads = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4], int(sys.argv[5])
 import segflow.cli
 root = segflow.cli._project_root()
-import segflow.predict as P
+import segflow.inference.predict as P
 import torch
 if threads:
     torch.set_num_threads(threads)
@@ -85,7 +84,7 @@ new_api = hasattr(P, "predict_files")  # the hostile-input predict (read_input, 
 if hasattr(P, "load_predictor"):
     P.load_predictor = timed("load_model", P.load_predictor, per_case=False)
 else:  # older code: the model file's read only (the networks' build is in the first case)
-    P.load_bundle = timed("load_model", P.load_bundle, per_case=False)
+    P.load_model_file = timed("load_model", P.load_model_file, per_case=False)
 if new_api:  # a case = predict_one (checks, label_volume, write); load_case = read + prepare
     P.predict_one = timed("label_volume", P.predict_one, case_of=lambda args: args[0].source.name)
     time_steps([("load_case", "read_input"), ("load_case", "prepare_image")])
@@ -107,7 +106,7 @@ print("DRIVER " + json.dumps({"new_api": new_api, "import_s": import_s, "threads
 '''
 
 
-# Variants in one process, paired per case: each tree's segflow/inference.py loaded side by side,
+# Variants in one process, paired per case: each tree's segflow/inference/sliding_window.py loaded side by side,
 # each variant (tree, torch threads) called in turn on the same preprocessed volume, the order
 # rotating, so load spikes from other work hit all variants alike. argv = model input rounds variants-json
 PAIRED = r'''
@@ -124,8 +123,8 @@ for variant in variants:
         modules[src] = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(modules[src])
 from segflow.data.preprocess import load_case
-from segflow.models.bundle import load_bundle
-bundle = load_bundle(model)
+from segflow.models.model_file import load_model_file
+bundle = load_model_file(model)
 nets = bundle.build("cpu")
 images = [load_case(p, preprocessing=bundle.preprocessing).image for p in sorted(source.glob("*.nii.gz"))]
 times = {f"{v['name']} {mode}": [] for mode in ("tta", "no-tta") for v in variants}
@@ -162,7 +161,7 @@ def champion_model() -> Path | None:
 
 def train_small_model(workdir: Path) -> Path:
     """No registry here: a model from a scratch project's small pipeline (its train stage)."""
-    from dvc_noop import SMALL, make_scratch
+    from bench.dvc_noop import SMALL, make_scratch
 
     scratch = make_scratch(workdir / "model-project", SMALL)
     scratch.dvc("repro", "train")

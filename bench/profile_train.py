@@ -1,16 +1,16 @@
 """Where a train step's time goes: torch.profiler over the train stage's own loop.
 
 The loop is train_throughput.py's `SegflowLoop` (the stage's Trainer stepped by
-`segflow.training.train_epoch`). After a warm-up, `--steps` batches run under torch.profiler; the
+`segflow.training.loop.train_epoch`). After a warm-up, `--steps` batches run under torch.profiler; the
 table groups the operators' self CPU time into what the step is made of (convolutions forward and
 backward, normalisation, activations, loss, optimiser, copies and layout changes) and puts the
 rest of the wall time (Python, the loader's augmentation outside torch operators, the progress
 bar) in one row. It is the profile behind the speed work of issue #7: if convolutions are most of
 the step, only a cheaper network or a faster convolution (channels-last, a GPU) speeds training.
 
-    .venv/bin/python bench/profile_train.py --project /tmp/sfbench/proj
-    .venv/bin/python bench/profile_train.py --project /tmp/sfbench/proj --set train.channels_last=false
-    .venv/bin/python bench/profile_train.py --project /tmp/sfbench/proj --trace /tmp/step.json   # chrome://tracing
+    .venv/bin/python -m bench.profile_train --project /tmp/sfbench/proj
+    .venv/bin/python -m bench.profile_train --project /tmp/sfbench/proj --set train.channels_last=false
+    .venv/bin/python -m bench.profile_train --project /tmp/sfbench/proj --trace /tmp/step.json   # chrome://tracing
 
 Results: bench/results/profile_train.json (or --out).
 """
@@ -18,14 +18,11 @@ Results: bench/results/profile_train.json (or --out).
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from common import report  # noqa: E402
-from train_throughput import REPO, SegflowLoop, build_trainer, check_project, parse_setting  # noqa: E402
+from bench.common import report
+from bench.train_throughput import REPO, SegflowLoop, build_trainer, check_project, parse_setting
 
 # Operator name fragments -> the part of the step they belong to (first match wins).
 CATEGORIES = [
@@ -46,7 +43,8 @@ def category(name: str) -> str:
 
 def profile(loop: SegflowLoop, steps: int, trace: Path | None):
     """(profiler, wall seconds) of `steps` batches of the stage's loop."""
-    from torch.profiler import ProfilerActivity, profile as torch_profile
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
 
     with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
         start = time.perf_counter()
@@ -70,7 +68,7 @@ def breakdown(prof, wall_s: float) -> tuple[dict[str, float], list[dict]]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--project", type=Path, default=REPO, help="a project after `dvc repro augment`")
+    parser.add_argument("--project", type=Path, default=REPO, help="a project after `dvc repro preprocess`")
     parser.add_argument("--fold", type=int, default=0)
     parser.add_argument("--steps", type=int, default=12, help="batches profiled")
     parser.add_argument("--warmup", type=int, default=3)
@@ -102,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     print()
     results = {"steps": args.steps, "wall_s": wall, "s_per_step": wall / args.steps, "torch_threads": threads,
                "operator_self_cpu_s": totals, "top_operators": top, "network": trainer.params.model.name,
-               "batch_size": trainer.params.train.batch_size, "patch_size": list(trainer.params.augment.patch_size),
+               "batch_size": trainer.params.train.batch_size, "patch_size": list(trainer.params.preprocess.patch_size),
                "channels_last": trainer.params.train.channels_last, "set": dict(args.settings)}
     report("profile_train", results, rows, ["part of the step", "self CPU s", "% of operator time"], out=args.out)
 

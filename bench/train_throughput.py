@@ -1,12 +1,13 @@
 """Train-step throughput: the train stage's own loop against a bare MONAI loop, side by side.
 
-A (segflow): the stage's `Trainer` (its loader with per-sample seeding and caching, augmentation,
-loss, AdamW, AMP and thread settings, the compiled/DDP wrapper it trains through) stepped by
-`segflow.training.train_epoch`, the function `Trainer.run_epoch` calls, with the stage's progress
-bar. B (bare): the same MONAI network class built from the same params, the same preprocessed
-cases and transform lists in a plain `CacheDataset` + `DataLoader(shuffle=True)`, DiceCE loss,
-AdamW, and `for batch in loader: forward/backward/step`, same batch size, same torch threads
-(the process-wide setting the Trainer made), the same AMP setting (autocast + GradScaler on CUDA).
+A (segflow): the `Trainer` the stage runs (`segflow.training.trainer`: its loader with per-sample
+seeding and caching, augmentation, loss, AdamW, AMP and thread settings, the compiled/DDP wrapper
+it trains through) stepped by `segflow.training.loop.train_epoch`, the function `Trainer.run_epoch`
+calls, with the Trainer's progress bar. B (bare): the same MONAI network class built from the
+same params, the same preprocessed cases and transform lists in a plain `CacheDataset` +
+`DataLoader(shuffle=True)`, DiceCE loss, AdamW, and `for batch in loader: forward/backward/step`,
+same batch size, same torch threads (the process-wide setting the Trainer made), the same AMP
+setting (autocast + GradScaler on CUDA).
 
 After a warm-up of each, the loops run interleaved (A, B, A, B, ...), `--steps` batches per turn;
 the table gives the median, min and max patches/s of each, the ratio of the medians segflow/bare
@@ -20,12 +21,12 @@ the medians are only comparable from a quiet machine. Results: bench/results/tra
 a change, in the same run): it lives in a child process that imports segflow from DIR and runs
 a turn only when asked, so exactly one loop computes at any time, in the same A, A', B rotation.
 
-    .venv/bin/python bench/train_throughput.py --project /tmp/sfbench/proj     # a project after `dvc repro augment`
-    .venv/bin/python bench/train_throughput.py --prepare /tmp/sfbench/proj     # make that project first (~1 min)
-    .venv/bin/python bench/train_throughput.py --steps 4 --repeats 20 --device cpu --set train.num_workers=1
-    git clone -q . /tmp/head && .venv/bin/python bench/train_throughput.py --baseline-src /tmp/head/src
+    .venv/bin/python -m bench.train_throughput --project /tmp/sfbench/proj     # a project after `dvc repro preprocess`
+    .venv/bin/python -m bench.train_throughput --prepare /tmp/sfbench/proj     # make that project first (~1 min)
+    .venv/bin/python -m bench.train_throughput --steps 4 --repeats 20 --device cpu --set train.num_workers=1
+    git clone -q . /tmp/head && .venv/bin/python -m bench.train_throughput --baseline-src /tmp/head/src
 
-`--project` is a segflow project in which the plan and augment stages have run
+`--project` is a segflow project in which the plan and preprocess stages have run
 (artifacts/plan/plan.json, artifacts/preprocessed/, artifacts/ingest/splits.json); the code
 measured is the installed segflow (this checkout's, for the editable install). Nothing is written
 into the project (the Trainer would resume from a matching checkpoint there; that only changes
@@ -44,11 +45,9 @@ import sys
 import time
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
-sys.path.insert(0, str(BENCH))
+from bench.common import report
 
-from common import report  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 NEEDED = ("artifacts/plan/plan.json", "artifacts/preprocessed/index.json", "artifacts/ingest/splits.json")
 
@@ -57,7 +56,7 @@ NEEDED = ("artifacts/plan/plan.json", "artifacts/preprocessed/index.json", "arti
 
 def prepare_project(dest: Path) -> Path:
     """Clone this repository at HEAD into `dest` (shared data beside it) and run the pipeline up to
-    augment there with this venv, so the bench has a plan and a preprocessed cache to read."""
+    preprocess there with this venv, so the bench has a plan and a preprocessed cache to read."""
     dest = dest.resolve()
     bin_dir = Path(sys.executable).parent
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(dest / "src"),
@@ -70,7 +69,7 @@ def prepare_project(dest: Path) -> Path:
     if not shared.exists():
         shared.symlink_to(REPO.parent / "shared")
     subprocess.run([str(bin_dir / "segflow"), "fetch-data"], cwd=dest, env=env, check=True)
-    subprocess.run([str(bin_dir / "dvc"), "repro", "augment"], cwd=dest, env=env, check=True)
+    subprocess.run([str(bin_dir / "dvc"), "repro", "preprocess"], cwd=dest, env=env, check=True)
     return dest
 
 
@@ -84,8 +83,8 @@ def ready_project(args: argparse.Namespace) -> Path:
 def check_project(project: Path) -> None:
     missing = [name for name in NEEDED if not (project / name).is_file()]
     if missing:
-        sys.exit(f"{project} lacks {', '.join(missing)}: run the pipeline up to augment there "
-                 f"(`dvc repro augment`), or let the bench do it in a scratch clone: "
+        sys.exit(f"{project} lacks {', '.join(missing)}: run the pipeline up to preprocess there "
+                 f"(`dvc repro preprocess`), or let the bench do it in a scratch clone: "
                  f"--prepare /tmp/segflow-bench/proj")
 
 
@@ -116,8 +115,8 @@ def stage_inputs(project: Path, fold: int, device: str, settings: list[tuple[str
 
 
 def build_trainer(project: Path, fold: int, device: str, settings: list[tuple[str, object]] = ()):
-    """The train stage's Trainer for `fold` (it sets torch's threads and MONAI's meta tracking)."""
-    from segflow.stages.train import Trainer
+    """The Trainer the train stage runs for `fold` (it sets torch's threads and MONAI's meta tracking)."""
+    from segflow.training.trainer import Trainer
 
     params, paths = stage_inputs(project, fold, device, settings)
     return Trainer(params, paths)
@@ -148,20 +147,22 @@ def endless(loader, reseed=None):
 # --- a loop from another source tree, in a child process ------------------------------------------
 
 class Remote:
-    """A child process running this script with `--serve` and PYTHONPATH=`src`: it builds what the
-    script's `serve` builds, then answers one JSON request per line, computing only while this
-    process waits for the answer (so side-by-side turns never overlap)."""
+    """A child process running a bench module (`python -m bench.<name> --serve`, from this repository's
+    root, so this bench code runs) with PYTHONPATH=`src` (so that tree's segflow is the one imported):
+    it builds what the module's `serve` builds, then answers one JSON request per line, computing only
+    while this process waits for the answer (so side-by-side turns never overlap)."""
 
-    def __init__(self, script: Path, src: Path, argv: list[str]):
-        env = {**os.environ, "PYTHONPATH": str(src)}
-        self.proc = subprocess.Popen([sys.executable, str(script), "--serve", *argv], env=env, text=True,
+    def __init__(self, module: str, src: Path, argv: list[str]):
+        env = {**os.environ, "PYTHONPATH": str(Path(src).resolve())}  # the child runs in REPO
+        self.module = module
+        self.proc = subprocess.Popen([sys.executable, "-m", module, "--serve", *argv], cwd=REPO, env=env, text=True,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self.info = self.receive()
 
     def receive(self) -> dict:
         line = self.proc.stdout.readline()
         if not line:
-            sys.exit(f"the baseline process ({self.proc.args[1]} --serve) ended; its error is above")
+            sys.exit(f"the baseline process (python -m {self.module} --serve) ended; its error is above")
         return json.loads(line)
 
     def call(self, **request) -> dict:
@@ -199,10 +200,11 @@ class SegflowLoop:
     """The stage's own train step: `train_epoch` over the Trainer's loader, model, loss, optimiser."""
 
     def __init__(self, trainer, name: str = "segflow (Trainer + train_epoch)"):
-        from segflow import training as T
+        from segflow.training.loader import seed_epoch
+        from segflow.training.loop import train_epoch
 
-        self.name, self.trainer, self.train_epoch = name, trainer, T.train_epoch
-        self.batches = endless(trainer.loader, lambda epoch: T.seed_epoch(trainer.loader, trainer.params.seed, epoch))
+        self.name, self.trainer, self.train_epoch = name, trainer, train_epoch
+        self.batches = endless(trainer.loader, lambda epoch: seed_epoch(trainer.loader, trainer.params.seed, epoch))
 
     def run(self, steps: int) -> None:
         t = self.trainer
@@ -216,7 +218,7 @@ class RemoteLoop:
     """SegflowLoop built from the baseline source tree, in a child process."""
 
     def __init__(self, args: argparse.Namespace):
-        self.remote = Remote(Path(__file__).resolve(), args.baseline_src, child_argv(args))
+        self.remote = Remote("bench.train_throughput", args.baseline_src, child_argv(args))
         self.name = "segflow, baseline tree"
 
     def run(self, steps: int) -> None:
@@ -237,7 +239,7 @@ class BareLoop:
         from monai.transforms import Compose
         from torch.utils.data import DataLoader
 
-        from segflow.stages.train import split_cases
+        from segflow.training.trainer import split_cases
         from segflow.transforms import build_training_transforms
 
         params, cfg = trainer.params, trainer.params.train
@@ -247,7 +249,7 @@ class BareLoop:
         for case_id in train_ids:
             with np.load(trainer.paths.preprocessed / f"{case_id}.npz") as data:
                 items.append({"image": data["image"], "label": data["label"]})
-        cached, random = build_training_transforms(params.augment, params.model.spatial_dims)
+        cached, random = build_training_transforms(params.augment, params.preprocess.patch_size, params.model.spatial_dims)
         dataset = CacheDataset(items, Compose(cached + random), cache_rate=1.0, num_workers=0, progress=False)
         loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, collate_fn=list_data_collate)
         torch.manual_seed(params.seed)
@@ -325,7 +327,7 @@ def settings(trainer, args) -> dict:
     p = trainer.params
     return {"project": str(args.project), "segflow_code": code_measured(), "fold": args.fold,
             "device": trainer.device.type, "amp": trainer.amp,
-            "batch_size": p.train.batch_size, "patch_size": list(p.augment.patch_size), "network": p.model.name,
+            "batch_size": p.train.batch_size, "patch_size": list(p.preprocess.patch_size), "network": p.model.name,
             "network_args": p.model.network_args(), "torch_threads": torch.get_num_threads(),
             "torch_interop_threads": torch.get_num_interop_threads(), "compile": p.train.compile,
             "steps_per_turn": args.steps, "warmup_steps": args.warmup, "repeats": args.repeats,
@@ -347,9 +349,9 @@ def ratio_rows(stats: dict, seconds: dict, pairs: list[tuple[str, str, str]]) ->
 def add_project_options(parser: argparse.ArgumentParser, measured: str) -> None:
     """--project/--prepare/--baseline-src/--fold: what the throughput benches measure, and where."""
     parser.add_argument("--project", type=Path, default=REPO,
-                        help="a project after `dvc repro augment` (default: this repo)")
+                        help="a project after `dvc repro preprocess` (default: this repo)")
     parser.add_argument("--prepare", type=Path, metavar="DIR",
-                        help="clone HEAD into DIR, run fetch-data and `dvc repro augment` there, measure it")
+                        help="clone HEAD into DIR, run fetch-data and `dvc repro preprocess` there, measure it")
     parser.add_argument("--baseline-src", type=Path, metavar="DIR",
                         help=f"also measure the {measured} of the segflow package under DIR (e.g. /tmp/head/src)")
     parser.add_argument("--fold", type=int, default=0)

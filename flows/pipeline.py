@@ -14,29 +14,27 @@ Run switches (flow parameters), never a second copy of params.yaml:
 
 from __future__ import annotations
 
+import segflow.orchestration.flow_env  # noqa: F401  (first: segflow's environment before Prefect's settings)
+
 import argparse
 import json
 import os
 import sys
 from pathlib import Path
 
-from segflow.env import apply_project_env, find_project_root
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.deployments import run_deployment
+from prefect.runtime import flow_run
 
-apply_project_env(find_project_root(Path(__file__).resolve().parent))  # before prefect reads settings
-
-from prefect import flow, get_run_logger, task  # noqa: E402
-from prefect.artifacts import create_markdown_artifact  # noqa: E402
-from prefect.deployments import run_deployment  # noqa: E402
-from prefect.runtime import flow_run  # noqa: E402
-
-from segflow.config import load_params  # noqa: E402
-from segflow.orchestration import handoff  # noqa: E402
-from segflow.orchestration.limits import STAGE_TIMEOUT_S, TRAIN_TIMEOUT_S, network_retries  # noqa: E402
-from segflow.orchestration.commands import CommandFailed, dvc, run_command  # noqa: E402
-from segflow.orchestration.workspace import require_committed, workspace_lock  # noqa: E402
-from segflow.overrides import apply_overrides  # noqa: E402
-from segflow.paths import Paths  # noqa: E402
-from segflow.stages import STAGES  # noqa: E402
+from segflow.config import load_params
+from segflow.orchestration import handoff
+from segflow.orchestration.limits import STAGE_TIMEOUT_S, TRAIN_TIMEOUT_S, network_retries
+from segflow.orchestration.workspace import require_committed, workspace_lock
+from segflow.overrides import apply_overrides
+from segflow.paths import Paths
+from segflow.processes.commands import CommandFailed, dvc, run_command
+from segflow.stages import STAGES
 
 TRAIN_DEPLOYMENT = "segflow-train-job/gpu"
 AFTER_TRAIN = STAGES[STAGES.index(handoff.TRAIN) + 1:]

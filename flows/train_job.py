@@ -9,19 +9,17 @@ dvc.lock entry. Orchestration only; the steps are in segflow.orchestration.hando
 
 from __future__ import annotations
 
+import segflow.orchestration.flow_env  # noqa: F401  (first: segflow's environment before Prefect's settings)
+
 import os
 import shutil
 import tempfile
 from pathlib import Path
 
-from segflow.env import apply_project_env, find_project_root
+from prefect import flow, get_run_logger, task
 
-apply_project_env(find_project_root(Path(__file__).resolve().parent))  # before prefect reads settings
-
-from prefect import flow, get_run_logger, task  # noqa: E402
-
-from segflow.orchestration import handoff  # noqa: E402
-from segflow.orchestration.limits import TRAIN_TIMEOUT_S, network_retries  # noqa: E402
+from segflow.orchestration import handoff
+from segflow.orchestration.limits import TRAIN_TIMEOUT_S, network_retries
 
 NETWORK_RETRIES = network_retries()
 

@@ -32,7 +32,8 @@ PIPELINE_FILES = ["dvc.yaml", "params.yaml", ".dvcignore", "src", "flows", "pref
 TINY_PARAMS = {
     "split": {"n_folds": 4},
     "validate": {"min_cases": 5},
-    "augment": {"patch_size": [32, 48, 32], "preview_samples": 2},
+    "preprocess": {"patch_size": [32, 48, 32]},
+    "augment": {"preview_samples": 2},
     "model": {"channels": [8, 16, 32], "strides": [2, 2], "num_res_units": 1},
     "train": {"epochs": 2, "batch_size": 2, "val_every": 1},
     "evaluate": {"overlay_cases": 1},
@@ -173,7 +174,7 @@ def write_tiny_dataset(dest: Path) -> None:
 TINY_PARAMS_2D = {
     "data": {"root": "data/isbi2012-membrane", "layout": "folders2d", "local_copy": None, "url": None,
              "md5": None, "labels": {0: "cell", 1: "membrane"}, "label_map": {255: 0, 0: 1}},
-    "augment": {"patch_size": [128, 128]},
+    "preprocess": {"patch_size": [128, 128]},
     "model": {"spatial_dims": 2, "out_channels": 2},
 }
 
@@ -239,12 +240,12 @@ def tiny_project(tiny_project_template, tmp_path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def augmented_template(tiny_project_template, tmp_path_factory) -> Path:
-    """The tiny project run up to the preprocessed cache (`dvc repro augment`), once per session;
-    train-stage tests start from a copy of it (`augmented_project`)."""
-    dest = tmp_path_factory.mktemp("augmented") / "project"
+def preprocessed_template(tiny_project_template, tmp_path_factory) -> Path:
+    """The tiny project run up to the preprocessed cache (`dvc repro preprocess`), once per session;
+    train-stage tests start from a copy of it (`preprocessed_project`)."""
+    dest = tmp_path_factory.mktemp("preprocessed") / "project"
     shutil.copytree(tiny_project_template, dest, symlinks=True)
-    run([str(BIN / "dvc"), "repro", "augment"], dest)
+    run([str(BIN / "dvc"), "repro", "preprocess"], dest)
     return dest
 
 
@@ -255,6 +256,6 @@ def copy_project(template: Path, dest: Path) -> Path:
 
 
 @pytest.fixture
-def augmented_project(augmented_template, tmp_path) -> Path:
+def preprocessed_project(preprocessed_template, tmp_path) -> Path:
     """A private copy of the tiny project with its preprocessed cache in place."""
-    return copy_project(augmented_template, tmp_path / "project")
+    return copy_project(preprocessed_template, tmp_path / "project")

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import BIN, REPO, run
 
 HEAVY = ("torch", "monai", "great_expectations", "wandb")
@@ -56,7 +55,7 @@ def test_unknown_stage_lists_the_stages(project):
     done = segflow(project, "stage", "nosuch")
     assert done.returncode != 0
     assert "nosuch" in done.stderr
-    for name in ("ingest", "validate", "augment", "train", "evaluate", "register"):
+    for name in ("ingest", "validate", "preprocess", "train", "evaluate", "register"):
         assert name in done.stderr
     assert "Traceback" not in done.stdout + done.stderr
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from segflow.config import ConfigError, ModelConfig, load_params
+from segflow.config import AugmentConfig, ConfigError, ModelConfig, load_params
 
 REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
@@ -41,7 +41,7 @@ def test_repo_params_load_with_the_values_in_the_file(raw_params):
     params = load_params(REPO_PARAMS)
     assert params.train.lr == raw_params["train"]["lr"]
     assert params.split.n_folds == raw_params["split"]["n_folds"]
-    assert params.augment.patch_size == raw_params["augment"]["patch_size"]
+    assert params.preprocess.patch_size == raw_params["preprocess"]["patch_size"]
     assert params.split.folds == raw_params["split"]["folds"]
 
 
@@ -82,9 +82,9 @@ def test_bad_value_names_file_and_dotted_key(tmp_path, raw_params, section, key,
         ("train", "memory_budget_gb", 0),
         ("train", "memory_budget_gb", float("inf")),  # passes `> 0`, means nothing
         ("train", "lr", float("nan")),
-        ("augment", "patch_size", [0, 56, 40]),
-        ("augment", "target_spacing", [1.0, 0.0, 1.0]),
-        ("augment", "target_spacing", [1.0, float("inf"), 1.0]),
+        ("preprocess", "patch_size", [0, 56, 40]),
+        ("preprocess", "target_spacing", [1.0, 0.0, 1.0]),
+        ("preprocess", "target_spacing", [1.0, float("inf"), 1.0]),
         ("augment", "gamma_range", [0.0, 1.5]),  # x ** 0 is 1 everywhere
         ("augment", "brightness_range", [0.0, 1.25]),
         ("augment", "contrast_range", [1.25, 0.75]),
@@ -115,8 +115,8 @@ def test_union_branches_do_not_clutter_the_key(tmp_path, raw_params):
 
 
 def test_target_spacing_axes_must_match_spatial_dims(tmp_path, raw_params):
-    message = load_error(tmp_path, raw_params, "augment", "target_spacing", [1.0, 1.0])
-    assert "augment.target_spacing" in message and "model.spatial_dims" in message
+    message = load_error(tmp_path, raw_params, "preprocess", "target_spacing", [1.0, 1.0])
+    assert "preprocess.target_spacing" in message and "model.spatial_dims" in message
 
 
 def test_archive_limits_default_to_64_gib_and_ratio_200(raw_params):
@@ -136,9 +136,9 @@ def test_a_fold_listed_twice_is_refused(tmp_path, raw_params):
 
 def test_auto_values_are_listed_until_resolved(tmp_path, raw_params):
     raw = copy.deepcopy(raw_params)
-    raw["augment"]["patch_size"], raw["train"]["batch_size"], raw["model"]["channels"] = "auto", "auto", "auto"
+    raw["preprocess"]["patch_size"], raw["train"]["batch_size"], raw["model"]["channels"] = "auto", "auto", "auto"
     params = load_params(write_params(tmp_path, raw))
-    assert {"augment.patch_size", "train.batch_size", "model.channels"} <= set(params.unresolved())
+    assert {"preprocess.patch_size", "train.batch_size", "model.channels"} <= set(params.unresolved())
 
 
 def test_auto_is_the_only_word_a_number_field_takes(tmp_path, raw_params):
@@ -151,17 +151,17 @@ def test_with_fold_narrows_split_folds(tmp_path, raw_params):
 
 
 def test_patch_size_length_must_match_spatial_dims(tmp_path, raw_params):
-    message = load_error(tmp_path, raw_params, "augment", "patch_size", [40, 56])
+    message = load_error(tmp_path, raw_params, "preprocess", "patch_size", [40, 56])
     assert str(tmp_path / "params.yaml") in message
-    assert "augment.patch_size" in message and "model.spatial_dims" in message
+    assert "preprocess.patch_size" in message and "model.spatial_dims" in message
 
 
 def test_2d_patch_with_2d_model_loads(tmp_path, raw_params):
     raw = copy.deepcopy(raw_params)
-    raw["augment"]["patch_size"] = [64, 64]
+    raw["preprocess"]["patch_size"] = [64, 64]
     raw["model"]["spatial_dims"] = 2
     raw["model"]["strides"] = [2, 2, 2]
-    assert load_params(write_params(tmp_path, raw)).augment.patch_size == [64, 64]
+    assert load_params(write_params(tmp_path, raw)).preprocess.patch_size == [64, 64]
 
 
 @pytest.mark.parametrize("section", ["train", "validate", "register", "split"])
@@ -207,3 +207,21 @@ def test_repo_model_section_gives_unet_arguments():
     args = load_params(REPO_PARAMS).model.network_args()
     assert "name" not in args
     assert args["num_res_units"] == 2 and args["norm"] == "instance"
+
+
+def test_keys_from_before_the_preprocess_section_still_load_with_a_warning(tmp_path, raw_params):
+    """augment.patch_size/target_spacing/normalisation moved to preprocess: read for one release."""
+    raw = copy.deepcopy(raw_params)
+    moved = raw.pop("preprocess")
+    raw["augment"].update(patch_size=[40, 56, 40], target_spacing=moved["target_spacing"])
+    with pytest.warns(FutureWarning, match=r"augment.patch_size is deprecated.*move it to preprocess.patch_size"):
+        params = load_params(write_params(tmp_path, raw))
+    assert params.preprocess.patch_size == [40, 56, 40] and params.preprocess.normalisation == "auto"
+    assert "patch_size" not in AugmentConfig.model_fields
+
+
+def test_a_moved_key_set_in_both_places_is_refused(tmp_path, raw_params):
+    raw = copy.deepcopy(raw_params)
+    raw["augment"]["patch_size"] = [40, 56, 40]
+    with pytest.raises(ConfigError, match="augment.patch_size moved to preprocess.patch_size; set it there only"):
+        load_params(write_params(tmp_path, raw))

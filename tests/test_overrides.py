@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 import yaml
-
 from conftest import REPO
+
 from segflow.config import ConfigError, load_params
 from segflow.overrides import apply_overrides
 

@@ -5,7 +5,9 @@ Heavy libraries (torch, MONAI, GX, wandb) are imported inside commands so `--hel
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -30,30 +32,37 @@ def _fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-def _user_errors():
-    """Errors whose message is the whole story (config, data, registry): no traceback."""
+@contextlib.contextmanager
+def reported(prefix: str = "", usage: tuple[type[BaseException], ...] = ()) -> Iterator[None]:
+    """End the command on an error a user can act on (config, data, registry, model), printing its
+    message without a traceback. Exit code: 2 for `usage` errors, else the error's own
+    `exit_code` (SegflowError subclasses say 1 or 2), else 1."""
     from segflow.config import ConfigError
     from segflow.errors import SegflowError
 
-    return (ConfigError, SegflowError, *USER_ERRORS)
+    try:
+        yield
+    except typer.Exit:  # click's Exit is a RuntimeError: a command's own exit is no error
+        raise
+    except (ConfigError, SegflowError, *USER_ERRORS) as exc:
+        code = 2 if isinstance(exc, usage) else getattr(exc, "exit_code", 1)
+        _fail(f"{prefix}{exc}", code)
 
 
 @app.command()
 def stage(
-    name: Annotated[str, typer.Argument(help="ingest|validate|plan|augment|train|evaluate|register")],
+    name: Annotated[str, typer.Argument(help="ingest|validate|plan|preprocess|train|evaluate|register")],
     fold: Annotated[int | None, typer.Option(min=0, help="train: the fold to train (dvc.yaml foreach)")] = None,
 ) -> None:
     """Run one pipeline stage (this is what dvc.yaml calls)."""
     root = _project_root()
-    from segflow.parent_watch import exit_with_launcher
+    from segflow.processes.parent_watch import exit_with_launcher
     from segflow.stages import run_stage
 
     exit_with_launcher()  # killed with dvc, never left training as an orphan
 
-    try:
+    with reported(f"stage {name} failed: "):
         run_stage(name, root, fold)
-    except _user_errors() as exc:
-        _fail(f"stage {name} failed: {exc}")
 
 
 @app.command()
@@ -75,20 +84,14 @@ def validate(
     dataset.json), the report cannot be written there, or an option is malformed.
     """
     from segflow.config import ConfigError
-    from segflow.validation import FolderLayout, UnusableInput, parse_mask_values, validate_delivery
+    from segflow.validation.delivery import FolderLayout, parse_mask_values, validate_delivery
 
-    try:
+    with reported(f"--mask-values {mask_values!r}: ", usage=(ValueError,)):
         values = parse_mask_values(mask_values)
-    except ValueError as exc:
-        _fail(f"--mask-values {mask_values!r}: {exc}", code=2)
-    try:
+    with reported(usage=(ConfigError,)):
         folders = FolderLayout(image_dir, label_dir, values)
         verdict = validate_delivery(data, report, layout=layout, min_cases=min_cases, strict=strict,
                                     folders=folders)
-    except (UnusableInput, ConfigError) as exc:
-        _fail(str(exc), code=2)
-    except _user_errors() as exc:
-        _fail(f"validate failed: {exc}")
     typer.echo(f"{verdict.summary}\nreport: {verdict.report}")
     raise typer.Exit(verdict.exit_code)
 
@@ -97,19 +100,18 @@ def validate(
 def fetch_data() -> None:
     """Put the raw dataset in place: local copy if present, else the official download (md5-checked)."""
     root = _project_root()
-    from segflow.datasets import ensure_dataset
+    from segflow.data.fetch import ensure_dataset
 
-    try:
+    with reported():
         typer.echo(ensure_dataset(root))
-    except _user_errors() as exc:
-        _fail(str(exc))
+
 
 
 @app.command()
 def predict(
     model: Annotated[str, typer.Option(help="a model file (needs no project), or 'champion' / a registry "
                                             "model id or id prefix of the project here")] = "champion",
-    input: Annotated[Path, typer.Option("--input", "-i", help="a NIfTI/PNG/TIF file or a folder of them")] = ...,
+    source: Annotated[Path, typer.Option("--input", "-i", help="a NIfTI/PNG/TIF file or a folder of them")] = ...,
     output: Annotated[Path, typer.Option("--output", "-o", help="folder for the label files")] = ...,
     sw_overlap: Annotated[float, typer.Option(min=0.0, max=0.95, help="sliding-window overlap")] = 0.5,
     tta: Annotated[bool, typer.Option(help="mirror test-time augmentation (as evaluate uses by default)")] = True,
@@ -128,19 +130,15 @@ def predict(
     file, or a label file would overwrite an input (or an existing file, without --overwrite).
     An unusable model (no such file or registry id, not a segflow model file) exits 1.
     """
-    from segflow.predict import PredictOptions, PredictRefused, batch_exit_code, predict_files, summary_lines
+    from segflow.inference.predict import PredictOptions, batch_exit_code, predict_files, summary_lines
 
     options = PredictOptions(overlap=sw_overlap, tta=tta, overwrite=overwrite, repair_nonfinite=repair_nonfinite)
     outcomes = []
-    try:
-        for outcome in predict_files(model, input, output, options):
+    with reported():
+        for outcome in predict_files(model, source, output, options):
             outcomes.append(outcome)
             if outcome.dest is not None:
                 typer.echo(outcome.dest)
-    except PredictRefused as exc:
-        _fail(str(exc), code=exc.exit_code)
-    except _user_errors() as exc:
-        _fail(str(exc))
     typer.echo("\n".join(summary_lines(outcomes)), err=True)
     raise typer.Exit(batch_exit_code(outcomes))
 
@@ -149,12 +147,11 @@ def predict(
 def plots(output: Annotated[Path, typer.Option(help="folder for index.html and PNGs")] = Path("artifacts/plots")) -> None:
     """Render the DVC plots to HTML that opens offline, plus PNGs."""
     root = _project_root()
-    from segflow.reporting import render_plots
+    from segflow.reporting.dvc_plots import render_plots
 
-    try:
+    with reported():
         typer.echo(render_plots(root, root / output))
-    except _user_errors() as exc:
-        _fail(str(exc))
+
 
 
 models_app = typer.Typer(help="The model registry: list, show, promote, roll back, repair.", no_args_is_help=True)
@@ -163,7 +160,7 @@ app.add_typer(models_app, name="models")
 
 def _registry():
     from segflow.config import load_params
-    from segflow.registry import Registry
+    from segflow.registry.store import Registry
 
     root = _project_root()
     return Registry(root / load_params(root / "params.yaml").register_.registry_dir)
@@ -173,12 +170,11 @@ def _registry():
 def models_list() -> None:
     """Every registered model, oldest first; '*' marks the champion. A damaged or out-of-date index
     is reported (on stderr) after what could be listed."""
-    from segflow.registry_view import models_report
+    from segflow.registry.view import models_report
 
-    try:
+    with reported():
         table, warnings = models_report(_registry())
-    except _user_errors() as exc:
-        _fail(str(exc))
+
     typer.echo(table)
     for warning in warnings:
         typer.echo(f"segflow: warning: {warning}", err=True)
@@ -187,12 +183,11 @@ def models_list() -> None:
 @models_app.command("show")
 def models_show(model: Annotated[str, typer.Argument(help="'champion', a model id or an id prefix")] = "champion") -> None:
     """A model's registry entry (metrics, provenance, promotion reason) and its files."""
-    from segflow.registry_view import entry_lines
+    from segflow.registry.view import entry_lines
 
-    try:
+    with reported():
         typer.echo("\n".join(entry_lines(_registry(), model)))
-    except _user_errors() as exc:
-        _fail(str(exc))
+
 
 
 @models_app.command("promote")
@@ -201,37 +196,34 @@ def models_promote(
     reason: Annotated[str, typer.Option(help="why, recorded in the entry")] = "promoted by hand",
 ) -> None:
     """Make a registered model champion by hand (overrides the champion/challenger rule)."""
-    try:
+    with reported():
         typer.echo(f"champion is now {_registry().promote(model, reason)}")
-    except _user_errors() as exc:
-        _fail(str(exc))
+
 
 
 @models_app.command("repair")
 def models_repair() -> None:
     """Rebuild index.json from the models' entry.json files (after it was lost, damaged or left
     behind by the folders), and say what was found: entries, champion, what was left out."""
-    try:
+    with reported():
         typer.echo("\n".join(_registry().repair().lines()))
-    except _user_errors() as exc:
-        _fail(str(exc))
+
 
 
 @models_app.command("rollback")
 def models_rollback(reason: Annotated[str, typer.Option(help="why, recorded in the entries")] = "rolled back by hand") -> None:
     """Give the champion title back to the previous champion."""
-    try:
+    with reported():
         old, new = _registry().rollback(reason)
         typer.echo(f"rolled back: champion is now {new} (was {old})")
-    except _user_errors() as exc:
-        _fail(str(exc))
+
 
 
 @app.command()
 def report() -> None:
     """Print where the last pipeline run's results are."""
     from segflow.env import find_project_root
-    from segflow.report import report_lines
+    from segflow.reporting.overview import report_lines
 
     typer.echo("\n".join(report_lines(find_project_root())))
 
@@ -250,15 +242,13 @@ def compare(
 ) -> None:
     """Compare models or runs: Dice with 95% CIs, paired tests against a baseline, cost, U-Score."""
     root = _project_root()
-    from segflow.compare import compare as run_compare
-    from segflow.compare import render_table, write_outputs
+    from segflow.reporting.compare import compare as run_compare
+    from segflow.reporting.compare import render_table, write_outputs
 
-    try:
+    with reported("compare failed: "):
         result = run_compare(root, sources or [], baseline=baseline, all_exps=all_exps, device=device,
                              cost=not no_cost)
         write_outputs(result, root / csv, root / png)
-    except _user_errors() as exc:
-        _fail(f"compare failed: {exc}")
     typer.echo(render_table(result))
     typer.echo(f"csv: {root / csv}\npng: {root / png}")
 

@@ -6,6 +6,7 @@ file, the key and the rule, so a user never sees a pydantic traceback.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -90,22 +91,30 @@ class ValidateConfig(Section):
     affine_tolerance: float = Field(1e-3, ge=0)
     outlier_z: float = Field(5.0, gt=0)
 
-    def check_options(self) -> dict:
-        """Keyword arguments of `contracts.check_manifest` that come from params."""
-        return {"foreground_labels": self.foreground_labels, "spacing_tolerance": self.spacing_tolerance,
-                "affine_tolerance": self.affine_tolerance, "outlier_z": self.outlier_z}
-
 
 Probability = Field(ge=0.0, le=1.0)
 FACTOR_RANGES = ("brightness_range", "contrast_range", "gamma_range")  # multiply or raise to the power
 
 
-class AugmentConfig(Section):
-    """Preprocessing (spacing, normalisation) and the training augmentation, as in nnU-Net."""
+class PreprocessConfig(Section):
+    """How cases meet the network (the preprocess stage caches them so): resampled to
+    `target_spacing`, normalised, and seen in patches of `patch_size`. `auto`: the plan's value."""
 
     patch_size: Annotated[list[int], Field(min_length=2, max_length=3)] | Auto = AUTO
     target_spacing: Annotated[list[float], Field(min_length=2, max_length=3)] | Auto = AUTO  # mm per axis
     normalisation: Literal["auto", "zscore", "ct"] = AUTO  # auto: ct for CT modality, else zscore
+
+    @field_validator("patch_size", "target_spacing")
+    @classmethod
+    def _positive_axes(cls, value: list | str) -> list | str:
+        if value != AUTO and any(axis <= 0 for axis in value):
+            raise ValueError("every axis must be positive")
+        return value
+
+
+class AugmentConfig(Section):
+    """The training augmentation, as in nnU-Net (applied on the fly in train, never cached)."""
+
     foreground_oversample: float = Probability
     flip_prob: float = Probability
     rotate_prob: float = Probability
@@ -125,13 +134,6 @@ class AugmentConfig(Section):
     gamma_prob: float = Field(0.0, ge=0, le=1)
     gamma_range: tuple[float, float] = (0.7, 1.5)
     preview_samples: int = Field(4, ge=1, le=16)
-
-    @field_validator("patch_size", "target_spacing")
-    @classmethod
-    def _positive_axes(cls, value: list | str) -> list | str:
-        if value != AUTO and any(axis <= 0 for axis in value):
-            raise ValueError("every axis must be positive")
-        return value
 
     @field_validator("blur_sigma", "brightness_range", "contrast_range", "gamma_range")
     @classmethod
@@ -192,7 +194,7 @@ class EvaluateConfig(Section):
 class RegisterConfig(Section):
     min_mean_dice: float = Field(ge=0, le=1)
     registry_dir: Path = Path("registry")
-    # Champion/challenger on the cases both models were evaluated on (segflow.promotion).
+    # Champion/challenger on the cases both models were evaluated on (segflow.registry.promotion).
     min_gain: float = Field(0.0, ge=0, le=1)
     max_p_value: float = Field(0.05, gt=0, le=1)
     min_paired_cases: int = Field(5, ge=1)
@@ -207,6 +209,7 @@ class Params(Section):
     data: DataConfig
     split: SplitConfig
     validate_: ValidateConfig = Field(alias="validate")
+    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
     augment: AugmentConfig
     model: ModelConfig
     train: TrainConfig
@@ -226,9 +229,9 @@ class Params(Section):
     @model_validator(mode="after")
     def _dims_agree(self) -> Params:
         for key in ("patch_size", "target_spacing"):
-            value = getattr(self.augment, key)
+            value = getattr(self.preprocess, key)
             if value != AUTO and len(value) != self.model.spatial_dims:
-                raise ValueError(f"augment.{key} has {len(value)} axes but model.spatial_dims is "
+                raise ValueError(f"preprocess.{key} has {len(value)} axes but model.spatial_dims is "
                                  f"{self.model.spatial_dims}")
         return self
 
@@ -249,12 +252,32 @@ def _describe(error: dict) -> str:
     return f"{where or '<top level>'}: {error['msg']}{got}"
 
 
+# Keys that moved section, old -> new. Read from the old place for one release, with a warning.
+MOVED_KEYS = {("augment", key): ("preprocess", key) for key in ("patch_size", "target_spacing", "normalisation")}
+
+
+def moved_keys_in_place(raw: dict, source: str) -> dict:
+    """A copy of `raw` with keys from before a move (`augment.patch_size`) put where they live now
+    (`preprocess.patch_size`), each named in a FutureWarning; a key set in both places is an error."""
+    raw = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    for (old_section, key), (new_section, _) in MOVED_KEYS.items():
+        if not isinstance(raw.get(old_section), dict) or key not in raw[old_section]:
+            continue
+        section = raw.get(new_section) or {}
+        if not isinstance(section, dict) or key in section:
+            raise ConfigError(f"{source}: {old_section}.{key} moved to {new_section}.{key}; set it there only")
+        raw[new_section] = {**section, key: raw[old_section].pop(key)}
+        warnings.warn(f"{source}: {old_section}.{key} is deprecated and will stop working in the next release; "
+                      f"move it to {new_section}.{key} (dvc.yaml tracks it there)", FutureWarning, stacklevel=3)
+    return raw
+
+
 def parse_params(raw: object, source: str = PARAMS_FILE) -> Params:
     """Validate an already-loaded params mapping; errors name `source` and every bad key."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping of sections at the top level")
     try:
-        return Params.model_validate(raw)
+        return Params.model_validate(moved_keys_in_place(raw, source))
     except ValidationError as exc:
         lines = "\n".join(f"  - {_describe(e)}" for e in exc.errors(include_url=False))
         raise ConfigError(f"{source} is not valid:\n{lines}") from None

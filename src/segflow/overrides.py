@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 from segflow.config import ConfigError, load_params
-from segflow.io import atomic_path
+from segflow.files import atomic_path
 
 
 def apply_overrides(params_file: Path, overrides: list[str]) -> None:

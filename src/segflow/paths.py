@@ -45,14 +45,14 @@ class Paths:
     def plan(self) -> Path:
         return self.plan_dir / "plan.json"
 
-    # augment
+    # preprocess
     @property
     def preprocessed(self) -> Path:
         return self.artifacts / "preprocessed"
 
     @property
-    def augment_preview(self) -> Path:
-        return self.artifacts / "augment" / "preview.png"
+    def preprocess_preview(self) -> Path:
+        return self.artifacts / "preprocess" / "preview.png"
 
     # train: one folder per fold (dvc.yaml `foreach` over split.folds)
     @property

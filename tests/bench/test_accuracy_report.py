@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "accuracy.py"
-
-
-@pytest.fixture(scope="module")
-def bench():
-    """bench/accuracy.py loaded from its path (bench/ is not a package on sys.path)."""
-    spec = importlib.util.spec_from_file_location("bench_accuracy", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from bench import accuracy
+from bench.common import cpu_model, ram_gib
 
 
 def fake_ci(values):
@@ -44,7 +35,7 @@ c3,1,1.0,,1.0,1.0,0.1,0.1
 def fabricate_project(root: Path) -> Path:
     """A project folder with the artifacts evaluate/train/plan write, for two folds."""
     write(root / "params.yaml", "train: {epochs: 4, batch_size: auto, lr: 0.01}\n"
-          "augment: {patch_size: auto}\nmodel: {name: UNet, channels: auto, strides: [2, 2], num_res_units: 1}\n"
+          "preprocess: {patch_size: auto}\nmodel: {name: UNet, channels: auto, strides: [2, 2], num_res_units: 1}\n"
           "split: {n_folds: 5, folds: [0, 1]}\nevaluate: {tta: true}\n")
     write(root / "artifacts/plan/plan.json", json.dumps(
         {"patch_size": [32, 48, 32], "batch_size": 4, "network_args": {"channels": [8, 16, 32]}}))
@@ -60,9 +51,9 @@ def fabricate_project(root: Path) -> Path:
     return root
 
 
-def test_per_class_and_mean_dice_ignore_raw_columns_and_missing_values(bench, tmp_path):
-    rows = bench.read_csv_rows(write(tmp_path / "per_case.csv", PER_CASE))
-    summary = bench.summarize_per_case(rows, ci=fake_ci)
+def test_per_class_and_mean_dice_ignore_raw_columns_and_missing_values(tmp_path):
+    rows = accuracy.read_csv_rows(write(tmp_path / "per_case.csv", PER_CASE))
+    summary = accuracy.summarize_per_case(rows, ci=fake_ci)
     assert list(summary["classes"]) == ["anterior", "posterior"]
     assert summary["classes"]["anterior"]["mean"] == pytest.approx(0.8667, abs=1e-4)
     assert summary["classes"]["posterior"] == pytest.approx({"mean": 0.7, "low": 0.6, "high": 0.8, "n": 2})
@@ -74,77 +65,76 @@ def test_per_class_and_mean_dice_ignore_raw_columns_and_missing_values(bench, tm
     assert (summary["n_cases"], summary["folds"]) == (3, ["0", "1"])
 
 
-def test_curve_joins_validation_epochs_with_cumulative_training_seconds(bench):
+def test_curve_joins_validation_epochs_with_cumulative_training_seconds():
     history = [{"epoch": str(e), "seconds": "30"} for e in (2, 1, 3, 4)]
     val = [{"epoch": "2", "val_dice_mean": "0.7"}, {"epoch": "4", "val_dice_mean": "0.9"},
            {"epoch": "9", "val_dice_mean": "0.95"}]
-    curve = bench.training_curve(history, val)
+    curve = accuracy.training_curve(history, val)
     assert curve == [{"epoch": 2, "minutes": 1.0, "val_dice_mean": 0.7},
                      {"epoch": 4, "minutes": 2.0, "val_dice_mean": 0.9}]
-    assert bench.first_reaching(curve, 0.89)["minutes"] == 2.0
-    assert bench.first_reaching(curve, 0.95) is None
+    assert accuracy.first_reaching(curve, 0.89)["minutes"] == 2.0
+    assert accuracy.first_reaching(curve, 0.95) is None
 
 
-def test_overrides_go_through_segflows_override_code_and_bad_ones_are_one_line(bench, tmp_path):
+def test_overrides_go_through_segflows_override_code_and_bad_ones_are_one_line(tmp_path):
     import shutil
 
     import yaml
-
     from conftest import REPO
 
     shutil.copy2(REPO / "params.yaml", tmp_path / "params.yaml")
-    bench.write_params(tmp_path, ["train.epochs=2", "augment.patch_size=[32,48,32]"])
+    accuracy.write_params(tmp_path, ["train.epochs=2", "preprocess.patch_size=[32,48,32]"])
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
-    assert params["train"]["epochs"] == 2 and params["augment"]["patch_size"] == [32, 48, 32]
+    assert params["train"]["epochs"] == 2 and params["preprocess"]["patch_size"] == [32, 48, 32]
     before = (tmp_path / "params.yaml").read_text()
     for bad in ("train.epoch=2", "train.epochs"):
-        with pytest.raises(bench.BenchError, match="params.yaml"):
-            bench.write_params(tmp_path, [bad])
+        with pytest.raises(accuracy.BenchError, match="params.yaml"):
+            accuracy.write_params(tmp_path, [bad])
     assert (tmp_path / "params.yaml").read_text() == before  # untouched by a rejected override
 
 
-def test_stages_run_in_dag_order_whatever_order_dvc_lists_them(bench):
+def test_stages_run_in_dag_order_whatever_order_dvc_lists_them():
     dot = ('"data.dvc" -> "ingest";\n"ingest" -> "plan";\n"plan" -> "train@0";\n'
            '"train@0" -> "evaluate";\n"ingest" -> "evaluate";')
     names = ["evaluate", "train@0", "plan", "ingest"]
-    assert bench.order_stages(names, bench.dag_edges(dot)) == ["ingest", "plan", "train@0", "evaluate"]
+    assert accuracy.order_stages(names, accuracy.dag_edges(dot)) == ["ingest", "plan", "train@0", "evaluate"]
 
 
 @pytest.mark.parametrize(("dice", "minutes", "whole", "word"), [
     (0.90, 18.0, True, "met"), (0.90, 25.0, True, "not met"), (0.85, 10.0, True, "not met"),
     (0.90, 12.0, False, "undetermined"), (0.90, 21.0, False, "not met"), (0.85, None, False, "not met"),
 ])
-def test_target_line_says_met_only_for_a_whole_pipeline_time(bench, dice, minutes, whole, word):
-    line = bench.target_verdict(dice, minutes, whole)["line"]
+def test_target_line_says_met_only_for_a_whole_pipeline_time(dice, minutes, whole, word):
+    line = accuracy.target_verdict(dice, minutes, whole)["line"]
     assert line.startswith(f"target mean Dice >= 0.89 within 20 min: {word} (")
 
 
-def test_report_on_fabricated_project_resolves_auto_and_writes_strict_json(bench, tmp_path):
+def test_report_on_fabricated_project_resolves_auto_and_writes_strict_json(tmp_path):
     pytest.importorskip("segflow.metrics.statistics")
     project = fabricate_project(tmp_path / "project")
-    report = bench.build_report(project, None, None)
+    report = accuracy.build_report(project, None, None)
     assert report["settings"]["batch_size"] == 4 and report["settings"]["patch_size"] == [32, 48, 32]
     assert report["settings"]["network"]["channels"] == [8, 16, 32]
     assert report["curve"]["1"][-1] == {"epoch": 4, "minutes": 4.0, "val_dice_mean": 0.9}
     interval = report["accuracy"]["dice_mean"]
     assert interval["low"] <= interval["mean"] <= interval["high"]
     assert "of training" in report["target"]["line"]  # 6 min of training: no pipeline time measured
-    text = bench.format_report(report)
+    text = accuracy.format_report(report)
     assert "posterior" in text and "fold 1" in text and report["target"]["line"] in text
     out = tmp_path / "results" / "accuracy.json"
-    bench.write_json(out, {**report, "odd": math.nan})
+    accuracy.write_json(out, {**report, "odd": math.nan})
     assert json.loads(out.read_text())["odd"] is None
     assert [p.name for p in out.parent.iterdir()] == ["accuracy.json"]  # no temporary left behind
 
 
-def test_failure_cause_is_the_error_line_not_dvcs_wrapper(bench, tmp_path):
-    log = write(tmp_path / "augment.log", "Traceback (most recent call last):\n  File x\n"
+def test_failure_cause_is_the_error_line_not_dvcs_wrapper(tmp_path):
+    log = write(tmp_path / "preprocess.log", "Traceback (most recent call last):\n  File x\n"
                 "AttributeError: 'Volume' object has no attribute 'spacing'\n"
-                "ERROR: failed to reproduce 'augment': failed to run: segflow stage augment, exited with 1\n\n")
-    assert bench.failure_cause(log) == "AttributeError: 'Volume' object has no attribute 'spacing'"
-    assert bench.failure_cause(write(tmp_path / "empty.log", "")) == "(no output)"
+                "ERROR: failed to reproduce 'preprocess': failed to run: segflow stage preprocess, exited with 1\n\n")
+    assert accuracy.failure_cause(log) == "AttributeError: 'Volume' object has no attribute 'spacing'"
+    assert accuracy.failure_cause(write(tmp_path / "empty.log", "")) == "(no output)"
 
 
-def test_machine_info_parses_proc_text(bench):
-    assert bench.cpu_model("processor\t: 0\nmodel name\t: AMD EPYC 7B13\n") == "AMD EPYC 7B13"
-    assert bench.ram_gib("MemTotal:       25165824 kB\n") == 24.0
+def test_machine_info_parses_proc_text():
+    assert cpu_model("processor\t: 0\nmodel name\t: AMD EPYC 7B13\n") == "AMD EPYC 7B13"
+    assert ram_gib("MemTotal:       25165824 kB\n") == 24.0

@@ -8,10 +8,11 @@ import cv2
 import numpy as np
 import pytest
 
-from segflow.contracts import check_manifest
+from segflow.config import ValidateConfig
 from segflow.data.folders2d import read_folder_dataset
 from segflow.data.manifest import build_manifest
 from segflow.data.msd import LayoutError
+from segflow.validation.contracts import check_manifest
 
 ISBI = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "isbi2012-membrane"
 LABELS = {0: "membrane", 255: "cell"}
@@ -55,7 +56,7 @@ def test_image_without_mask_is_a_case_missing_its_label_and_mask_without_image_a
 
 def test_folder_delivery_is_judged_like_msd(folders):
     manifest = build_manifest(read_folder_dataset(folders, labels=LABELS))
-    result = check_manifest(manifest, sorted(LABELS), max_dim=64, min_cases=2)
+    result = check_manifest(manifest, sorted(LABELS), ValidateConfig(max_dim=64, min_cases=2))
     found = {(f.case_id, f.rule, f.severity) for f in result.findings}
     assert found == {("3", "label_present", "error"), ("7", "orphan_file", "warning")}
     assert result.kept == ["1", "2", "10"] and result.passed
@@ -82,7 +83,7 @@ def test_isbi_membrane_set_is_read_described_and_kept_whole():
     dataset = read_folder_dataset(ISBI, image_dir="train/image", label_dir="train/label", labels=LABELS)
     manifest = build_manifest(dataset)
     assert (manifest["image_shape"] == "[512, 512]").all() and (manifest["n_channels"] == 1).all()
-    result = check_manifest(manifest, [0, 255], max_dim=1024, min_cases=10)
+    result = check_manifest(manifest, [0, 255], ValidateConfig(max_dim=1024, min_cases=10))
     assert len(result.kept) == 30 and not result.quarantined and result.passed
     assert not [f for f in result.findings if f.severity == "error"]
 
@@ -96,7 +97,7 @@ def test_a_linked_image_leaving_the_delivery_is_refused_and_named(folders, tmp_p
     (folders / "train/label/12.png").symlink_to("1.png")
 
     result = check_manifest(build_manifest(read_folder_dataset(folders, labels=LABELS)), sorted(LABELS),
-                            max_dim=64, min_cases=2)
+                            ValidateConfig(max_dim=64, min_cases=2))
 
     (refused,) = [f for f in result.findings if f.rule == "paths_confined"]
     assert (refused.case_id, refused.file, refused.severity) == ("11", "train/image/11.png", "error")

@@ -17,7 +17,7 @@ from segflow.data.preprocess import (
     restore_to_shape,
     save_volume,
 )
-from segflow.planning.planner import ChannelNormalisation, Preprocessing
+from segflow.data.preprocess import ChannelNormalisation, Preprocessing
 
 ZSCORE = ChannelNormalisation(scheme="zscore")
 CT = ChannelNormalisation(scheme="ct", clip=(-100.0, 300.0), mean=50.0, std=100.0)

@@ -19,8 +19,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import yaml
-
 from conftest import BIN, REPO, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]

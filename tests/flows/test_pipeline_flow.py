@@ -6,19 +6,21 @@ import json
 import re
 
 import pytest
-
 from conftest import BIN, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
-def test_flow_runs_all_stages_through_dvc(tiny_project):
+def test_flow_runs_all_stages_through_dvc(preprocessed_project):
+    """Every stage is a flow task that runs `dvc repro` of it: those already run (up to the
+    preprocessed cache, shared with other tests) are DVC's cache hits, the rest run for real."""
+    tiny_project = preprocessed_project
     done = run([str(BIN / "python"), "flows/pipeline.py", "--project-dir", str(tiny_project)], tiny_project)
     metrics = json.loads((tiny_project / "artifacts/evaluate/metrics.json").read_text())
     assert "dice_mean" in metrics
     assert "segflow-pipeline finished in state Completed" in done.stdout
     assert re.search(r"Finished in state Completed", done.stdout + done.stderr)  # Prefect's own log
-    for stage in ("ingest", "validate", "plan", "augment", "train", "evaluate", "register"):
+    for stage in ("ingest", "validate", "plan", "preprocess", "train", "evaluate", "register"):
         assert f"stage {stage} done" in done.stdout + done.stderr
     # Same caching as dvc: the pipeline is now up to date.
     status = run([str(BIN / "dvc"), "status"], tiny_project)

@@ -17,7 +17,6 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
-
 from conftest import REPO
 
 INFRA = REPO / "infra"

@@ -9,14 +9,14 @@ import os
 import numpy as np
 import pytest
 import torch
-
 from conftest import assert_same_up_to_float32_order
+
 from segflow.errors import SegflowError
-from segflow.inference import predict_probabilities
+from segflow.inference.sliding_window import predict_probabilities
 from segflow.models import export
-from segflow.models.bundle import ModelBundle, load_bundle, save_bundle
 from segflow.models.export import ExportError, MemberAverage, check_parity, export_model
 from segflow.models.factory import build_network
+from segflow.models.model_file import ModelFile, load_model_file, save_model_file
 
 # The pipeline's default network (params.yaml model:), narrowed and shallowed for speed.
 UNET_3D = dict(spatial_dims=3, in_channels=1, out_channels=3, channels=[8, 16, 32], strides=[2, 2],
@@ -35,7 +35,7 @@ PREPROCESSING = {"target_spacing": [1.0, 1.0, 1.0], "normalisation": [{"scheme":
 def make_model_file(path, args, patch, labels, members, network="UNet", seed=0):
     torch.manual_seed(seed)
     states = [build_network(network, args).state_dict() for _ in range(members)]
-    save_bundle(path, ModelBundle(network=network, network_args=args, patch_size=patch, labels=labels,
+    save_model_file(path, ModelFile(network=network, network_args=args, patch_size=patch, labels=labels,
                                   state_dicts=states, folds=list(range(members)), preprocessing=PREPROCESSING,
                                   postprocessing={"keep_largest_component": [1]}))
     return path
@@ -71,7 +71,7 @@ def test_every_copy_matches_the_eager_model(exported, case):
 def test_member_average_is_segflow_s_ensemble_probability_on_a_window(exported):
     """The exported function is what `segflow predict` computes on one patch-sized window."""
     model_file, _, _ = exported["3d-2members"]
-    nets = load_bundle(model_file).build()
+    nets = load_model_file(model_file).build()
     image = torch.randn(1, 16, 24, 16, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         averaged = MemberAverage(nets)(image[None])[0]
@@ -97,7 +97,7 @@ def test_bundle_instantiates_through_monai_config_parser(exported):
     assert inferer.mode == "gaussian" and inferer.overlap == 0.5
     image = torch.randn(1, 1, 16, 24, 16, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
-        expected = MemberAverage(load_bundle(model_file).build())(image)
+        expected = MemberAverage(load_model_file(model_file).build())(image)
         assert_same_up_to_float32_order(inferer(image, network.eval()), expected)
 
 
@@ -123,7 +123,7 @@ def test_metadata_describes_inputs_outputs_and_the_source(exported):
     assert metadata["pytorch_version"] == torch.__version__.split("+")[0]
     assert metadata["preprocessing"] == PREPROCESSING
     assert metadata["postprocessing"] == {"keep_largest_component": [1]}
-    from segflow.io import file_hash
+    from segflow.files import file_hash
 
     assert metadata["source_model"]["sha256"] == file_hash(model_file) == result["source_sha256"]
     assert "not in MONAI transforms" in metadata["description"]
@@ -148,7 +148,7 @@ def test_onnx_takes_other_batch_and_window_sizes(exported):
     session = onnxruntime.InferenceSession(str(dest / "models" / "model.onnx"), providers=["CPUExecutionProvider"])
     image = torch.randn(2, 1, 24, 32, 20, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        expected = MemberAverage(load_bundle(model_file).build())(image).numpy()
+        expected = MemberAverage(load_model_file(model_file).build())(image).numpy()
     np.testing.assert_allclose(session.run(["pred"], {"image": image.numpy()})[0], expected, atol=1e-4)
 
 

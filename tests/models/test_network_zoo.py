@@ -11,7 +11,7 @@ import yaml
 from monai.losses import DiceCELoss
 
 from segflow.config import ModelConfig
-from segflow.inference import predict_labels
+from segflow.inference.sliding_window import predict_labels
 from segflow.models.factory import build_network, supports_deep_supervision
 from segflow.models.losses import StackedHeadsLoss, build_loss
 

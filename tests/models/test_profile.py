@@ -7,18 +7,18 @@ import sys
 import pytest
 import torch
 
-from segflow.models.bundle import ModelBundle, save_bundle
 from segflow.models.factory import build_network
+from segflow.models.model_file import ModelFile, save_model_file
 from segflow.models.profile import input_shape, profile_bundle, profile_model_file
 
 ARGS = dict(spatial_dims=3, in_channels=1, out_channels=3, channels=[4, 8], strides=[2], num_res_units=1)
 LABELS = {"0": "background", "1": "Anterior", "2": "Posterior"}
 
 
-def tiny_bundle(members: int = 1, seed: int = 0) -> ModelBundle:
+def tiny_bundle(members: int = 1, seed: int = 0) -> ModelFile:
     torch.manual_seed(seed)
     states = [build_network("UNet", ARGS).state_dict() for _ in range(members)]
-    return ModelBundle(network="UNet", network_args=ARGS, patch_size=[16, 16, 16], labels=LABELS,
+    return ModelFile(network="UNet", network_args=ARGS, patch_size=[16, 16, 16], labels=LABELS,
                        state_dicts=states, folds=list(range(members)))
 
 
@@ -58,7 +58,7 @@ def test_input_shape_follows_in_channels_and_patch():
 
 def test_a_model_file_measured_in_a_fresh_process_counts_the_same(tmp_path, one_and_two):
     path = tmp_path / "model.pt"
-    save_bundle(path, tiny_bundle(1))
+    save_model_file(path, tiny_bundle(1))
     cost = profile_model_file(path, repeats=2, warmup=1, threads=1)
     assert (cost.params, cost.flops, cost.members) == (one_and_two[0].params, one_and_two[0].flops, 1)
     assert cost.latency_ms > 0

@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 import yaml
-
 from conftest import BIN, REPO, run
+
 from segflow.config import ConfigError
 from segflow.orchestration import handoff
 

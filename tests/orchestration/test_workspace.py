@@ -7,10 +7,9 @@ import sys
 import time
 
 import pytest
-
 from conftest import run
-from segflow.orchestration.workspace import (DirtyWorkspace, WorkspaceBusy, require_committed,
-                                             workspace_lock)
+
+from segflow.orchestration.workspace import DirtyWorkspace, WorkspaceBusy, require_committed, workspace_lock
 
 HOLD = """
 import sys, time

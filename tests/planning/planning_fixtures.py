@@ -9,8 +9,8 @@ from __future__ import annotations
 import itertools
 
 import yaml
-
 from conftest import REPO, merge
+
 from segflow.config import Params, parse_params
 
 # Hippocampus (MSD Task04): 1 mm isotropic, median shape [35, 50, 36] over the kept cases.

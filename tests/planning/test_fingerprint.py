@@ -8,10 +8,15 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import save_nifti
-from segflow.planning.fingerprint import (SAMPLES_PER_CASE, compute_fingerprint, geometry_summary, sample_foreground,
-                                         training_ranges_from_fingerprint)
+
+from segflow.planning.fingerprint import (
+    SAMPLES_PER_CASE,
+    compute_fingerprint,
+    geometry_summary,
+    sample_foreground,
+    training_ranges_from_fingerprint,
+)
 
 LABELS = {"0": "background", "1": "anterior", "2": "posterior"}
 # (shape, spacing, voxels of class 1, voxels of class 2)

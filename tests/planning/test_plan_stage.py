@@ -7,13 +7,14 @@ import json
 
 import pandas as pd
 import pytest
-
 from conftest import save_nifti, synthetic_case
 from planning_fixtures import repo_params
+
 from segflow.config import ConfigError
-from segflow.io import read_json
+from segflow.data.splits import Splits
+from segflow.files import read_json
 from segflow.paths import Paths
-from segflow.planning.planner import Plan
+from segflow.planning.plan import Plan
 from segflow.stages import plan as plan_stage
 
 CASE_IDS = ["case_0", "case_1", "case_2", "case_bad"]
@@ -37,10 +38,12 @@ def write_upstream_outputs(paths: Paths, data_root: str) -> None:
         rows.append({"case_id": case_id, "image": f"imagesTr/{case_id}.nii.gz", "label": f"labelsTr/{case_id}.nii.gz"})
     paths.manifest.parent.mkdir(parents=True)
     pd.DataFrame(rows).to_csv(paths.manifest, index=False)
-    splits = {"labels": {"0": "background", "1": "Anterior", "2": "Posterior"}, "modality": {"0": "MRI"}}
-    paths.splits.write_text(json.dumps(splits))
+    Splits(n_folds=2, seed=0, dataset="Tiny", labels={"0": "background", "1": "Anterior", "2": "Posterior"},
+           label_values=[0, 1, 2], modality={"0": "MRI"}, folds={c: i % 2 for i, c in enumerate(CASE_IDS)}
+           ).save(paths.splits)
     paths.validation_report.parent.mkdir(parents=True)
-    paths.validation_report.write_text(json.dumps({"kept": CASE_IDS[:3]}))
+    paths.validation_report.write_text(json.dumps({"passed": True, "n_kept": 3, "n_quarantined": 0,
+                                                   "kept": CASE_IDS[:3], "quarantined": {}, "decision": {}}))
 
 
 def test_plan_stage_writes_fingerprint_and_plan_and_explains_each_choice(tmp_path, capsys):
@@ -64,7 +67,7 @@ def test_plan_stage_writes_fingerprint_and_plan_and_explains_each_choice(tmp_pat
 
 
 @pytest.mark.parametrize(("overrides", "named"), [
-    ({"augment": {"target_spacing": [0.001, 0.001, 0.001]}}, "augment.target_spacing"),  # a unit slip
+    ({"preprocess": {"target_spacing": [0.001, 0.001, 0.001]}}, "preprocess.target_spacing"),  # a unit slip
     ({"model": {"out_channels": 2}}, "model.out_channels"),  # splits.json declares 3 classes
 ])
 def test_plan_stage_refuses_a_plan_it_cannot_honour_and_writes_no_plan(tmp_path, overrides, named):

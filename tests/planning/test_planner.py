@@ -8,21 +8,19 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from planning_fixtures import anisotropic_cases, hippocampus_fingerprint, make_fingerprint, model_params, repo_params
+
 from segflow.config import ConfigError, parse_params
-from segflow.data.preprocess import load_case
+from segflow.data.preprocess import Preprocessing, load_case
 from segflow.models.factory import NETWORKS, build_network
 from segflow.planning.memory import estimate_training_memory_gb
+from segflow.planning.plan import Plan, resolve_params
 from segflow.planning.planner import (
     CPU_MAX_PATCH_VOXELS,
     MAX_RESAMPLED_CASE_VOXELS,
-    Plan,
-    Preprocessing,
     make_plan,
     plan_target_spacing,
     plan_topology,
-    resolve_params,
 )
 
 CT_STATISTICS = {"mean": 80.0, "std": 40.0, "median": 75.0, "percentile_00_5": -50.0, "percentile_99_5": 250.0,
@@ -130,13 +128,13 @@ def test_a_unit_slip_in_target_spacing_is_refused_naming_the_key_and_the_case():
     """0.001 for 1 mm: the plan used to accept a 35008x43616x36000 patch and exit 0."""
     fingerprint = hippocampus_fingerprint()
     fingerprint["case_ids"] = [f"hippocampus_{i:03d}" for i in range(len(fingerprint["shapes"]))]
-    params = repo_params({"augment": {"target_spacing": [0.001, 0.001, 0.001]}})
+    params = repo_params({"preprocess": {"target_spacing": [0.001, 0.001, 0.001]}})
 
     with pytest.raises(ConfigError) as caught:
         make_plan(fingerprint, params, cuda_available=False)
 
     message = str(caught.value)
-    assert "augment.target_spacing" in message and "[0.001, 0.001, 0.001]" in message
+    assert "preprocess.target_spacing" in message and "[0.001, 0.001, 0.001]" in message
     assert "hippocampus_002" in message  # the largest case, named with its resampled shape
     assert "[43000, 59000, 47000]" in message
 
@@ -156,15 +154,15 @@ def test_huge_scans_shrink_to_a_patch_within_the_budget_on_cuda_too():
 
 
 @pytest.mark.parametrize("overrides", [
-    {"augment": {"patch_size": [256, 256, 256]}, "train": {"memory_budget_gb": 1}},
-    {"augment": {"patch_size": [64, 64, 64]}, "train": {"batch_size": 64, "memory_budget_gb": 1}},
+    {"preprocess": {"patch_size": [256, 256, 256]}, "train": {"memory_budget_gb": 1}},
+    {"preprocess": {"patch_size": [64, 64, 64]}, "train": {"batch_size": 64, "memory_budget_gb": 1}},
 ])
 def test_an_explicit_patch_or_batch_over_the_memory_budget_is_refused(overrides):
     with pytest.raises(ConfigError) as caught:
         make_plan(hippocampus_fingerprint(), repo_params(overrides), cuda_available=False)
     message = str(caught.value)
     assert "train.memory_budget_gb" in message and "over the budget of 1 GB" in message
-    assert "augment.patch_size" in message and "train.batch_size" in message
+    assert "preprocess.patch_size" in message and "train.batch_size" in message
 
 
 @pytest.mark.parametrize(("layout", "source"), [("msd", "dataset.json labels"), ("folders2d", "data.labels")])
@@ -181,7 +179,7 @@ def test_out_channels_disagreeing_with_the_declared_classes_is_refused_at_plan(l
 
 
 def test_explicit_params_win_and_the_dependent_choices_follow_them():
-    params = repo_params({"augment": {"patch_size": [32, 48, 32], "target_spacing": [1.5, 1.5, 1.5]},
+    params = repo_params({"preprocess": {"patch_size": [32, 48, 32], "target_spacing": [1.5, 1.5, 1.5]},
                           "model": {"channels": [8, 16, 32]}, "train": {"device": "cpu"}})
 
     plan = make_plan(hippocampus_fingerprint(), params, cuda_available=True)
@@ -196,14 +194,14 @@ def test_explicit_params_win_and_the_dependent_choices_follow_them():
 
 
 def test_explicit_batch_and_normalisation_win():
-    params = repo_params({"augment": {"normalisation": "ct"}, "train": {"batch_size": 3}})
+    params = repo_params({"preprocess": {"normalisation": "ct"}, "train": {"batch_size": 3}})
     plan = make_plan(hippocampus_fingerprint(statistics=CT_STATISTICS), params, cuda_available=False)
     assert plan.batch_size == 3
     assert plan.normalisation[0].scheme == "ct"
 
 
 def test_ct_without_foreground_statistics_is_a_clear_config_error():
-    params = repo_params({"augment": {"normalisation": "ct"}})
+    params = repo_params({"preprocess": {"normalisation": "ct"}})
     with pytest.raises(ConfigError, match="ct needs foreground intensities"):
         make_plan(hippocampus_fingerprint(statistics=None), params, cuda_available=False)
 
@@ -263,8 +261,8 @@ def test_resolve_params_leaves_no_auto():
     resolved = resolve_params(params, make_plan(hippocampus_fingerprint(), params, cuda_available=False))
 
     assert resolved.unresolved() == []
-    assert resolved.augment.patch_size == [40, 56, 40]
-    assert resolved.augment.normalisation == "zscore"
+    assert resolved.preprocess.patch_size == [40, 56, 40]
+    assert resolved.preprocess.normalisation == "zscore"
     assert resolved.model.network_args()["channels"] == [16, 32, 64, 128]
     assert (resolved.train.batch_size, resolved.train.device) == (4, "cpu")
     assert resolved.augment.flip_prob == params.augment.flip_prob  # the rest is untouched
@@ -283,7 +281,7 @@ def test_resolved_params_build_the_planned_network_with_required_args_filled():
 def test_an_explicit_patch_off_the_network_divisor_is_kept_and_flagged_where_the_network_copes():
     params = model_params("BasicUNet", features="auto")
     raw = params.model_dump(by_alias=True)
-    raw["augment"]["patch_size"] = [36, 50, 36]
+    raw["preprocess"]["patch_size"] = [36, 50, 36]
 
     plan = make_plan(hippocampus_fingerprint(), parse_params(raw), cuda_available=False)
 
@@ -292,8 +290,8 @@ def test_an_explicit_patch_off_the_network_divisor_is_kept_and_flagged_where_the
 
 
 def test_an_explicit_patch_the_network_cannot_run_on_is_a_config_error():
-    with pytest.raises(ConfigError, match=r"augment.patch_size \[36, 50, 36\].*not a multiple of \[8, 8, 8\]"):
-        make_plan(hippocampus_fingerprint(), repo_params({"augment": {"patch_size": [36, 50, 36]}}),
+    with pytest.raises(ConfigError, match=r"preprocess.patch_size \[36, 50, 36\].*not a multiple of \[8, 8, 8\]"):
+        make_plan(hippocampus_fingerprint(), repo_params({"preprocess": {"patch_size": [36, 50, 36]}}),
                   cuda_available=False)
 
 

@@ -23,7 +23,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from conftest import BIN, copy_project, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -37,10 +36,10 @@ FLOAT32_LOSS_RTOL = 1e-3
 
 
 @pytest.fixture(scope="module")
-def augmented(augmented_template, tmp_path_factory) -> Path:
+def augmented(preprocessed_template, tmp_path_factory) -> Path:
     """The tiny project with its preprocessed cache, shared by this module's tests (train never
     writes into the cache)."""
-    return copy_project(augmented_template, tmp_path_factory.mktemp("ddp") / "project")
+    return copy_project(preprocessed_template, tmp_path_factory.mktemp("ddp") / "project")
 
 
 def set_train(project: Path, **values) -> None:
@@ -53,7 +52,7 @@ def train(project: Path, fold: int, nproc: int, fresh: bool = True, float64: boo
     """`segflow stage train --fold F` with `nproc` processes: its weights, summary, history. With
     `float64`, the stage runs with float64 as torch's default dtype, its workers started by torchrun
     here (the launcher itself is what the float32 arms check)."""
-    from segflow.models.bundle import load_bundle
+    from segflow.models.model_file import load_model_file
 
     if fresh:
         shutil.rmtree(project / "artifacts" / "checkpoints", ignore_errors=True)
@@ -64,7 +63,7 @@ def train(project: Path, fold: int, nproc: int, fresh: bool = True, float64: boo
         command = [sys.executable, *launcher, str(FLOAT64_STAGE)]
     done = run([*command, "stage", "train", "--fold", str(fold)], project)
     fold_dir = project / "artifacts" / "train" / f"fold_{fold}"
-    bundle = load_bundle(fold_dir / "model.pt")
+    bundle = load_model_file(fold_dir / "model.pt")
     return {"weights": bundle.state_dicts[0], "output": done.stdout + done.stderr,
             "summary": json.loads((fold_dir / "summary.json").read_text()),
             "history": (fold_dir / "history.csv").read_text().splitlines()}

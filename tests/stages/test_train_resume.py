@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from conftest import BIN, copy_project, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -58,52 +57,52 @@ def kill_after_first_epoch(project: Path, timeout: float = 120.0) -> int:
 
 
 def final_weights(project: Path) -> dict[str, torch.Tensor]:
-    from segflow.models.bundle import load_bundle
+    from segflow.models.model_file import load_model_file
 
-    return load_bundle(project / FOLD_DIR / "model.pt").state_dicts[0]
+    return load_model_file(project / FOLD_DIR / "model.pt").state_dicts[0]
 
 
-def test_killed_training_resumes_and_matches_uninterrupted_run(augmented_project, augmented_template, tmp_path):
-    set_epochs(augmented_project, EPOCHS)
+def test_killed_training_resumes_and_matches_uninterrupted_run(preprocessed_project, preprocessed_template, tmp_path):
+    set_epochs(preprocessed_project, EPOCHS)
 
-    killed_at = kill_after_first_epoch(augmented_project)
-    resumed = run([str(BIN / "dvc"), "repro", "train"], augmented_project)
+    killed_at = kill_after_first_epoch(preprocessed_project)
+    resumed = run([str(BIN / "dvc"), "repro", "train"], preprocessed_project)
 
     assert f"resuming after epoch {killed_at}" in resumed.stdout + resumed.stderr
-    history = (augmented_project / FOLD_DIR / "history.csv").read_text().splitlines()
+    history = (preprocessed_project / FOLD_DIR / "history.csv").read_text().splitlines()
     assert [row.split(",")[0] for row in history[1:]] == [str(e) for e in range(1, EPOCHS + 1)]
 
-    other = copy_project(augmented_template, tmp_path / "other")
+    other = copy_project(preprocessed_template, tmp_path / "other")
     set_epochs(other, EPOCHS)
     run([str(BIN / "dvc"), "repro", "train"], other)
 
-    expected, actual = final_weights(other), final_weights(augmented_project)
+    expected, actual = final_weights(other), final_weights(preprocessed_project)
     assert expected.keys() == actual.keys()
     different = {k: float((expected[k].float() - actual[k].float()).abs().max())
                  for k in expected if not torch.equal(expected[k], actual[k])}
     assert not different, f"resumed weights differ from an uninterrupted run (max abs diff): {different}"
 
 
-def test_rerun_killed_after_final_checkpoint_completes(augmented_project):
-    run([str(BIN / "dvc"), "repro", "train"], augmented_project)
-    epochs = yaml.safe_load((augmented_project / "params.yaml").read_text())["train"]["epochs"]
+def test_rerun_killed_after_final_checkpoint_completes(preprocessed_project):
+    run([str(BIN / "dvc"), "repro", "train"], preprocessed_project)
+    epochs = yaml.safe_load((preprocessed_project / "params.yaml").read_text())["train"]["epochs"]
     # As if killed after the last epoch's checkpoint, before the model file was written.
-    (augmented_project / FOLD_DIR / "model.pt").unlink()
+    (preprocessed_project / FOLD_DIR / "model.pt").unlink()
 
     # The outputs are DVC-cached: this finished run's model comes back from the cache, untrained ...
-    restored = run([str(BIN / "dvc"), "repro", "train"], augmented_project)
+    restored = run([str(BIN / "dvc"), "repro", "train"], preprocessed_project)
     assert "resuming" not in restored.stdout
-    assert (augmented_project / FOLD_DIR / "model.pt").is_file()
+    assert (preprocessed_project / FOLD_DIR / "model.pt").is_file()
     # ... a run killed for real never reached the cache: it runs again, and resumes.
-    (augmented_project / FOLD_DIR / "model.pt").unlink()
-    rerun = run([str(BIN / "dvc"), "repro", "--force", "train"], augmented_project)
+    (preprocessed_project / FOLD_DIR / "model.pt").unlink()
+    rerun = run([str(BIN / "dvc"), "repro", "--force", "train"], preprocessed_project)
 
     assert f"resuming after epoch {epochs}" in rerun.stdout
-    history = (augmented_project / FOLD_DIR / "history.csv").read_text().splitlines()
+    history = (preprocessed_project / FOLD_DIR / "history.csv").read_text().splitlines()
     assert len(history) == 1 + epochs
-    assert (augmented_project / FOLD_DIR / "model.pt").is_file()
+    assert (preprocessed_project / FOLD_DIR / "model.pt").is_file()
     # The model's cost counts the epochs trained before the resume, not just this short rerun.
-    summary = json.loads((augmented_project / FOLD_DIR / "summary.json").read_text())
+    summary = json.loads((preprocessed_project / FOLD_DIR / "summary.json").read_text())
     epoch_seconds = sum(float(row.split(",")[3]) for row in history[1:])
     assert summary["seconds"] == pytest.approx(epoch_seconds, abs=0.1)
     assert summary["seconds_this_run"] <= summary["seconds"] + 5

@@ -11,13 +11,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 import yaml
-
 from conftest import REPO, merge, synthetic_case
+
 from segflow.config import parse_params
-from segflow.data_docs import external_resources
 from segflow.errors import StageFailed
 from segflow.paths import Paths
 from segflow.stages import ingest, validate
+from segflow.validation.data_docs import external_resources
 
 SHAPE = (16, 24, 16)
 GOOD = [f"case_{i}" for i in range(4)]

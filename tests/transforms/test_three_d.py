@@ -22,8 +22,8 @@ NEVER = dict.fromkeys(ALWAYS, 0.0)
 
 @pytest.fixture(scope="module")
 def repo_cfg() -> AugmentConfig:
-    """The repo's augmentation settings with a resolved (small) patch size."""
-    return with_(load_params(REPO_PARAMS).augment, patch_size=PATCH)
+    """The repo's augmentation settings (patches of the small PATCH)."""
+    return load_params(REPO_PARAMS).augment
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def make_case(shape=(20, 28, 22), seed=0) -> dict:
 
 
 def run(cfg: AugmentConfig, case: dict, seed: int) -> dict:
-    pipeline = build_train_transforms(cfg)
+    pipeline = build_train_transforms(cfg, PATCH)
     pipeline.set_random_state(seed=seed)
     (sample,) = pipeline(case)  # RandCropByPosNegLabeld returns a list of num_samples=1
     return sample
@@ -65,7 +65,7 @@ def test_larger_image_is_cropped_to_the_patch(repo_cfg):
 
 def test_unresolved_auto_patch_size_is_refused_with_a_clear_error(repo_cfg):
     with pytest.raises(ValueError, match="patch_size is still 'auto'"):
-        build_train_transforms(with_(repo_cfg, patch_size="auto"))
+        build_train_transforms(repo_cfg, "auto")
 
 
 def test_image_comes_out_as_float32_tensor(always_cfg):

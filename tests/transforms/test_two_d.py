@@ -23,8 +23,11 @@ ALWAYS = dict.fromkeys(("flip_prob", "rotate_prob", "scale_prob", *INTENSITY), 1
 NEVER = dict.fromkeys(ALWAYS, 0.0)
 
 
-def config(patch_size=(32, 48), **probs) -> AugmentConfig:
-    return AugmentConfig(patch_size=list(patch_size), **KNOBS, **{**ALWAYS, **probs})
+PATCH = [32, 48]
+
+
+def config(**probs) -> AugmentConfig:
+    return AugmentConfig(**KNOBS, **{**ALWAYS, **probs})
 
 
 def make_slice(shape=(40, 30), seed=0) -> tuple[np.ndarray, np.ndarray]:
@@ -37,7 +40,7 @@ def make_slice(shape=(40, 30), seed=0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def run(cfg: AugmentConfig, image, mask, seed: int) -> dict:
-    pipeline = build_train_transforms_2d(cfg)
+    pipeline = build_train_transforms_2d(cfg, PATCH)
     pipeline.set_random_seed(seed)
     return pipeline(image=image, mask=mask)
 
@@ -51,7 +54,7 @@ def test_output_shape_equals_params_patch_size(shape):
 
 def test_unresolved_auto_patch_size_is_refused_with_a_clear_error():
     with pytest.raises(ValueError, match="patch_size is still 'auto'"):
-        build_train_transforms_2d(AugmentConfig(**KNOBS, **ALWAYS))
+        build_train_transforms_2d(AugmentConfig(**KNOBS, **ALWAYS), "auto")
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -113,6 +116,6 @@ def test_dictionary_wrapper_is_reseeded_like_monai_transforms():
     data = {"image": image[None], "label": mask[None]}
 
     def sample(seed: int) -> torch.Tensor:
-        return AlbumentationsD(build_train_transforms_2d(config())).set_random_state(seed=seed)(data)["image"]
+        return AlbumentationsD(build_train_transforms_2d(config(), PATCH)).set_random_state(seed=seed)(data)["image"]
 
     assert torch.equal(sample(3), sample(3)) and not torch.equal(sample(3), sample(4))

@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from segflow.config import DataConfig
-from segflow.io import file_hash
+from segflow.files import file_hash
 
 MARKER = "dataset.json"
 CHUNK_BYTES = 1 << 20

@@ -25,7 +25,7 @@ import pandas as pd
 
 from segflow.data.formats import format_from_name, is_planar, sniff_format
 from segflow.data.msd import CaseFiles, MsdDataset, confined_path, escaping_link
-from segflow.io import file_hash
+from segflow.files import file_hash
 
 PERCENTILES = {"intensity_p0_5": 0.5, "intensity_p50": 50.0, "intensity_p99_5": 99.5}
 LEADING_COLUMNS = ["case_id", "listed", "image", "label", "image_exists", "label_exists"]

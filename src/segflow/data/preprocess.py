@@ -12,16 +12,41 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from segflow.data import formats
 
 if TYPE_CHECKING:
     import torch
 
-    from segflow.planning.planner import ChannelNormalisation, Preprocessing
+
+class ChannelNormalisation(BaseModel):
+    """How one image channel is normalised: `zscore` per case, or `ct`: clip to `clip` then
+    subtract the dataset's foreground `mean` and divide by its `std`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    scheme: Literal["zscore", "ct"]
+    clip: tuple[float, float] | None = None
+    mean: float | None = None
+    std: float | None = None
+
+    @model_validator(mode="after")
+    def _ct_has_statistics(self) -> ChannelNormalisation:
+        if self.scheme == "ct" and (self.clip is None or self.mean is None or self.std is None):
+            raise ValueError("the ct scheme needs clip, mean and std")
+        return self
+
+
+class Preprocessing(BaseModel):
+    """What a case needs before the network sees it; a plain dict inside model files."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    target_spacing: list[float]
+    normalisation: list[ChannelNormalisation]
+
 
 # A case whose spacing is within 1% of the target on every axis is used as it is: resampling
 # would only blur it (MSD Hippocampus is 1 mm everywhere and never resamples).
@@ -163,10 +188,18 @@ def normalise_channels(image: np.ndarray, normalisation: Sequence[ChannelNormali
     return np.stack([normalise_channel(c, scheme) for c, scheme in zip(image, normalisation, strict=True)])
 
 
+def describe_preprocessing(preprocessing: dict | None) -> str:
+    """One line on what segflow does to an image before the network sees it (for the exported
+    bundle's metadata and the registry's model card). `preprocessing`: a model file's (a plain
+    dict), None for a model file from before plans."""
+    if not preprocessing:
+        return "per-case z-score intensity normalisation, no resampling"
+    schemes = ", ".join(f"channel {i}: {c['scheme']}" for i, c in enumerate(preprocessing["normalisation"]))
+    return f"resample to spacing {preprocessing['target_spacing']}, normalise intensities ({schemes})"
+
+
 def as_preprocessing(preprocessing: Preprocessing | dict) -> Preprocessing:
     """The plan's preprocessing, also from the plain dict stored inside a model file."""
-    from segflow.planning.planner import Preprocessing
-
     return preprocessing if isinstance(preprocessing, Preprocessing) else Preprocessing.model_validate(preprocessing)
 
 
@@ -221,7 +254,7 @@ def restore_to_shape(probabilities: torch.Tensor | np.ndarray, shape: Sequence[i
 
 def save_volume(path: Path, volume: Volume) -> None:
     """Write one preprocessed case (uncompressed: loading speed matters more than disk)."""
-    from segflow.io import atomic_path
+    from segflow.files import atomic_path
 
     arrays = {"image": volume.image, "label": volume.label, "affine": volume.affine}
     if volume.original_shape is not None:

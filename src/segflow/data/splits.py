@@ -1,8 +1,16 @@
-"""Case-level k-fold split with a fixed seed, stable across runs and machines."""
+"""The case-level k-fold split (artifacts/ingest/splits.json): the seeded rule that makes it,
+its schema, and its one reader and writer. Every stage that needs a fold's cases asks `Splits`."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from segflow.config import ConfigError
+from segflow.files import read_json, write_json
 
 
 def kfold_split(case_ids: list[str], n_folds: int, seed: int) -> dict[str, int]:
@@ -19,3 +27,34 @@ def fold_cases(folds: dict[str, int], fold: int, cases: list[str]) -> tuple[list
     validation = sorted(c for c in cases if folds.get(c) == fold)
     training = sorted(c for c in cases if c in folds and folds[c] != fold)
     return training, validation
+
+
+class Splits(BaseModel):
+    """What ingest knows of the dataset: its name, classes, modalities and each case's fold."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    n_folds: int
+    seed: int
+    dataset: str
+    labels: dict[str, str]  # class index (as the network sees it) -> name
+    label_values: list[int]  # raw label values a mask may hold as delivered
+    modality: dict[str, str] = {}
+    folds: dict[str, int]  # case id -> fold
+
+    def cases_of_fold(self, fold: int, among: list[str]) -> tuple[list[str], list[str]]:
+        """(training, validation) ids among `among` (e.g. the cached cases) for fold `fold`."""
+        return fold_cases(self.folds, fold, among)
+
+    @classmethod
+    def load(cls, path: Path | str) -> Splits:
+        """Read splits.json; a missing or invalid file is a `ConfigError` naming it."""
+        path = Path(path)
+        try:
+            return cls.model_validate(read_json(path))
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no split; run the ingest stage first (dvc repro ingest)") from None
+        except (json.JSONDecodeError, UnicodeDecodeError, ValidationError) as exc:
+            raise ConfigError(f"{path} is not a valid split ({type(exc).__name__}); rerun the ingest stage") from None
+
+    def save(self, path: Path | str) -> None:
+        write_json(path, self.model_dump(mode="json"))

@@ -1,7 +1,7 @@
 """Export a segflow model file as a MONAI bundle with TorchScript and ONNX copies, each checked.
 
 What the copies compute: `MemberAverage`, the fold members' softmax probabilities averaged, on one
-preprocessed window: exactly what `segflow.inference` gives for an image of the patch size. The
+preprocessed window: exactly what `segflow.inference.sliding_window` gives for an image of the patch size. The
 bundle's `inferer` (Gaussian-weighted sliding windows on the patch size) stitches these averaged
 probabilities, while segflow stitches each member's logits and applies softmax after, so on larger
 images the two differ slightly where windows overlap. Segflow's preprocessing (resampling,
@@ -44,10 +44,11 @@ from pathlib import Path
 
 import torch
 
+from segflow.data.preprocess import describe_preprocessing
 from segflow.errors import SegflowError
-from segflow.io import file_hash, owner_tag, remove_abandoned, write_json
-from segflow.models.bundle import ModelBundle, load_bundle
+from segflow.files import file_hash, owner_tag, remove_abandoned, write_json
 from segflow.models.factory import NETWORKS
+from segflow.models.model_file import ModelFile, load_model_file
 
 FORMATS = ("torchscript", "onnx")
 ONNX_OPSET = 18
@@ -57,7 +58,7 @@ WEIGHTS = "models/model.pt"
 FORMAT_FILES = {"torchscript": "models/model.ts", "onnx": "models/model.onnx"}
 PARITY_SEED = 0
 PARITY_BATCH = 2  # the export example has batch 1: checking at 2 proves the batch axis is free
-SLIDING_WINDOW = {"overlap": 0.5, "mode": "gaussian", "sw_batch_size": 4}  # as segflow.inference
+SLIDING_WINDOW = {"overlap": 0.5, "mode": "gaussian", "sw_batch_size": 4}  # as segflow.inference.sliding_window
 PUBLISH_TRIES = 50  # renames of a replacing publish before giving up on concurrent publishers
 
 
@@ -117,10 +118,10 @@ def check_formats(formats: Sequence[str]) -> tuple[str, ...]:
     return tuple(f for f in FORMATS if f in formats)
 
 
-def read_model(model_file: Path) -> ModelBundle:
+def read_model(model_file: Path) -> ModelFile:
     """The segflow model file, with load errors as ExportError (the register stage reports them)."""
     try:
-        bundle = load_bundle(model_file)
+        bundle = load_model_file(model_file)
     except (ValueError, FileNotFoundError) as exc:
         raise ExportError(str(exc)) from None
     if bundle.network not in NETWORKS:
@@ -175,7 +176,7 @@ def _move_aside(dest: Path) -> Path | None:
     return aside
 
 
-def write_bundle(bundle: ModelBundle, model_file: Path, root: Path, formats: Sequence[str]) -> dict:
+def write_bundle(bundle: ModelFile, model_file: Path, root: Path, formats: Sequence[str]) -> dict:
     """configs/, models/model.pt and the requested formats under `root`."""
     sha256 = file_hash(model_file)
     metadata = bundle_metadata(bundle, model_file.name, sha256)
@@ -198,13 +199,13 @@ def write_bundle(bundle: ModelBundle, model_file: Path, root: Path, formats: Seq
     return written
 
 
-def network_config(bundle: ModelBundle) -> dict:
+def network_config(bundle: ModelFile) -> dict:
     """`network_def`: MemberAverage over one MONAI network config per member."""
     member = {"_target_": NETWORKS[bundle.network], **json.loads(json.dumps(bundle.network_args))}
     return {"_target_": f"{__name__}.MemberAverage", "networks": [dict(member) for _ in bundle.state_dicts]}
 
 
-def inference_config(bundle: ModelBundle) -> dict:
+def inference_config(bundle: ModelFile) -> dict:
     """configs/inference.json: the network (weights in models/model.pt) and the sliding-window inferer."""
     return {
         "imports": ["$import torch", f"$import {__name__}"],
@@ -221,15 +222,7 @@ def inference_config(bundle: ModelBundle) -> dict:
     }
 
 
-def describe_preprocessing(preprocessing: dict | None) -> str:
-    """One line on what segflow does to an image before the network sees it."""
-    if not preprocessing:
-        return "per-case z-score intensity normalisation, no resampling"
-    schemes = ", ".join(f"channel {i}: {c['scheme']}" for i, c in enumerate(preprocessing["normalisation"]))
-    return f"resample to spacing {preprocessing['target_spacing']}, normalise intensities ({schemes})"
-
-
-def exportable_module(bundle: ModelBundle, inference_file: Path) -> MemberAverage:
+def exportable_module(bundle: ModelFile, inference_file: Path) -> MemberAverage:
     """The bundle's own `network_def` (through ConfigParser) with the members' weights, eval mode."""
     try:
         module = instantiate_network_def(inference_file)
@@ -250,14 +243,14 @@ def instantiate_network_def(inference_file: Path) -> torch.nn.Module:
     return parser.get_parsed_content("network_def", instantiate=True)
 
 
-def example_input(bundle: ModelBundle, batch: int) -> torch.Tensor:
+def example_input(bundle: ModelFile, batch: int) -> torch.Tensor:
     """A seeded random window of the patch size: what the sliding-window inferer feeds."""
     channels = bundle.network_args.get("in_channels", 1)
     generator = torch.Generator().manual_seed(PARITY_SEED)
     return torch.randn(batch, channels, *bundle.patch_size, generator=generator)
 
 
-def check_runs(module: MemberAverage, example: torch.Tensor, bundle: ModelBundle) -> None:
+def check_runs(module: MemberAverage, example: torch.Tensor, bundle: ModelFile) -> None:
     """Refuse early, and say why, when the network cannot take a window of its own patch size."""
     try:
         with torch.no_grad():
@@ -320,7 +313,7 @@ def save_onnx(module: MemberAverage, example: torch.Tensor, path: Path, network:
         onnx.save(model, str(path))
 
 
-def bundle_metadata(bundle: ModelBundle, source_name: str, sha256: str) -> dict:
+def bundle_metadata(bundle: ModelFile, source_name: str, sha256: str) -> dict:
     """configs/metadata.json: MONAI bundle metadata plus what segflow needs to use the model."""
     import monai
     import numpy
@@ -347,7 +340,7 @@ def bundle_metadata(bundle: ModelBundle, source_name: str, sha256: str) -> dict:
     }
 
 
-def description(bundle: ModelBundle) -> str:
+def description(bundle: ModelFile) -> str:
     return (f"MONAI {bundle.network}, {len(bundle.state_dicts)} cross-validation fold member(s) averaged "
             "(softmax probabilities), exported by segflow. The network sees one window of the patch size; "
             "models/model.ts and models/model.onnx compute the same. Preprocessing lives in segflow, not in "
@@ -356,7 +349,7 @@ def description(bundle: ModelBundle) -> str:
             "segflow's postprocessing (metadata `postprocessing`).")
 
 
-def input_format(bundle: ModelBundle) -> dict:
+def input_format(bundle: ModelFile) -> dict:
     channels = bundle.network_args.get("in_channels", 1)
     modality = bundle.info.get("modality") or {}
     return {"type": "image", "format": "magnitude", "modality": modality.get("0", "n/a"),
@@ -365,7 +358,7 @@ def input_format(bundle: ModelBundle) -> dict:
             "is_patch_data": True, "channel_def": {str(i): modality.get(str(i), "image") for i in range(channels)}}
 
 
-def output_format(bundle: ModelBundle) -> dict:
+def output_format(bundle: ModelFile) -> dict:
     return {"type": "probabilities", "format": "segmentation", "num_channels": len(bundle.labels),
             "spatial_shape": list(bundle.patch_size), "dtype": "float32", "value_range": [0, 1],
             "is_patch_data": True, "channel_def": dict(bundle.labels)}
@@ -402,7 +395,7 @@ def check_parity(dest: Path, model_file: Path, atol: float = 1e-4, shape: Sequen
     return differences
 
 
-def parity_input(bundle: ModelBundle, shape: Sequence[int] | None) -> torch.Tensor:
+def parity_input(bundle: ModelFile, shape: Sequence[int] | None) -> torch.Tensor:
     if shape is None:
         return example_input(bundle, batch=PARITY_BATCH)
     return torch.randn(*shape, generator=torch.Generator().manual_seed(PARITY_SEED))

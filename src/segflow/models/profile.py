@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from segflow.models.bundle import ModelBundle, load_bundle
+from segflow.models.model_file import ModelFile, load_model_file
 
 DEFAULT_REPEATS = 10
 DEFAULT_WARMUP = 2
@@ -50,7 +50,7 @@ def default_threads() -> int:
         return os.cpu_count() or 1
 
 
-def input_shape(bundle: ModelBundle) -> list[int]:
+def input_shape(bundle: ModelFile) -> list[int]:
     return [1, int(bundle.network_args.get("in_channels", 1)), *map(int, bundle.patch_size)]
 
 
@@ -145,7 +145,7 @@ def cuda_peak_memory_mb(nets: list[torch.nn.Module], x: torch.Tensor) -> float:
     return (torch.cuda.max_memory_allocated(x.device) - before) / 2**20
 
 
-def profile_bundle(bundle: ModelBundle, device: str = "cpu", repeats: int = DEFAULT_REPEATS,
+def profile_bundle(bundle: ModelFile, device: str = "cpu", repeats: int = DEFAULT_REPEATS,
                    warmup: int = DEFAULT_WARMUP, threads: int | None = None) -> ModelCost:
     """Cost of the bundle's ensemble forward on `device`, with a fixed CPU thread count."""
     if device == "cuda" and not torch.cuda.is_available():
@@ -172,7 +172,7 @@ def profile_model_file(path: Path, device: str = "cpu", repeats: int = DEFAULT_R
                        isolate: bool = True) -> ModelCost:
     """Cost of a model file; `isolate` measures it in a fresh process (see the module docstring)."""
     if not isolate:
-        return profile_bundle(load_bundle(Path(path)), device, repeats, warmup, threads)
+        return profile_bundle(load_model_file(Path(path)), device, repeats, warmup, threads)
     command = [sys.executable, "-m", "segflow.models.profile", str(path), "--device", device,
                "--repeats", str(repeats), "--warmup", str(warmup), "--threads", str(threads or default_threads())]
     done = subprocess.run(command, capture_output=True, text=True, timeout=3600)
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=0, help="0: the cores this process may use")
     args = parser.parse_args(argv)
     try:
-        cost = profile_bundle(load_bundle(args.model), args.device, args.repeats, args.warmup, args.threads or None)
+        cost = profile_bundle(load_model_file(args.model), args.device, args.repeats, args.warmup, args.threads or None)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         sys.exit(str(exc))
     print(json.dumps(asdict(cost)))

@@ -19,11 +19,11 @@ import yaml
 
 from segflow.config import AUTO, ConfigError, load_params
 from segflow.errors import SegflowError
-from segflow.io import write_text
-from segflow.orchestration.commands import CommandFailed, dvc, git
+from segflow.files import write_text
 from segflow.orchestration.workspace import head_commit, repository_url
 from segflow.overrides import apply_overrides
 from segflow.paths import Paths
+from segflow.processes.commands import CommandFailed, dvc, git
 from segflow.stages import STAGES
 
 TRAIN = "train"

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from segflow.errors import SegflowError
-from segflow.orchestration.commands import CommandFailed, git
+from segflow.processes.commands import CommandFailed, git
 
 LOCK_FILE = Path(".segflow") / "pipeline.lock"
 

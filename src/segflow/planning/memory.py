@@ -20,7 +20,7 @@ AMP_ACTIVATION_FACTOR = 0.6
 LOSS_TENSORS_PER_OUTPUT = 8
 # Backward holds the incoming and outgoing gradient of the widest layer at once.
 TRANSIENT_LARGEST_TENSORS = 2
-# Kernel scratch space, the autograd engine and allocator slack: measured ~65 MiB on CPU.
+# Kernel scratch space, the autograd engine and allocator slack (a measured allowance on CPU).
 RUNTIME_OVERHEAD_BYTES = 64 * 2**20
 TRACE_BATCH = 2  # batch 1 can trip BatchNorm's "more than 1 value per channel" check
 

@@ -9,23 +9,18 @@ into a copy of the params, so downstream stages never re-derive a choice.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from segflow.config import AUTO, ConfigError, Params, parse_params
-from segflow.data.preprocess import resampled_shape
-from segflow.io import read_json, write_json
+from segflow.config import AUTO, ConfigError, Params
+from segflow.data.preprocess import ChannelNormalisation, resampled_shape
 from segflow.planning.memory import MemoryModel, training_memory_model
+from segflow.planning.plan import Plan
 
-PLAN_FORMAT = "segflow-plan/1"
 # Target spacing: a median axis more than 3x coarser than the finest is "anisotropic" and takes
 # its 10th percentile, so the few finely sampled cases are not thrown away (nnU-Net).
 ANISOTROPY_RATIO = 3.0
@@ -40,7 +35,7 @@ MAX_WIDTH = 320
 SWIN_FEATURE_SIZE = {"cpu": 24, "cuda": 48}  # SwinUNETR needs a multiple of 12
 # 64³ (3D) or 512² (2D) voxels: beyond this one CPU epoch takes minutes per case.
 CPU_MAX_PATCH_VOXELS = 2**18
-# Measured on Hippocampus: batch 4 gives more updates per CPU-minute than 8 (Dice 0.862 vs 0.850).
+# Batch 4 gives more updates per CPU-minute than 8 (README, Results).
 CPU_BATCH_SIZE = 4
 MIN_CUDA_BATCH_SIZE = 2
 PATCH_CHECK_BATCH_SIZE = 2  # the patch must fit the budget at least at this batch
@@ -52,81 +47,13 @@ SEGRESNET_BLOCKS_DOWN = (1, 2, 2, 4)  # MONAI's default
 MAX_PATCH_STEPS = 200
 FAR_OVER = 4.0  # a patch over 4x too large loses half its largest side per step, not one divisor step
 MIN_PATCH_SIDE = 16  # shrinking stops here: smaller patches see too little context to learn from
-# No case may exceed this many voxels at the target spacing: augment holds a whole case (and its
+# No case may exceed this many voxels at the target spacing: preprocess holds a whole case (and its
 # resampled copy) in memory, 4 GiB per channel as float32 at this size. A whole-body CT at 0.8 mm
 # (512x512x2000, 5.2e8 voxels) and the largest MSD cases (< 3e8) fit; a unit slip in
-# augment.target_spacing (0.001 for 1 mm: 1e9 times the voxels) does not, by orders of magnitude.
+# preprocess.target_spacing (0.001 for 1 mm: 1e9 times the voxels) does not, by orders of magnitude.
 MAX_RESAMPLED_CASE_VOXELS = 2**30
 # "CT" starting a word, case-insensitive: "CT", "ct_arterial", "non-contrast CT", not "spectral".
 CT_MODALITY = re.compile(r"(?<![a-z])ct", re.IGNORECASE)
-
-
-class ChannelNormalisation(BaseModel):
-    """How one image channel is normalised: `zscore` per case, or `ct`: clip to `clip` then
-    subtract the dataset's foreground `mean` and divide by its `std`."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    scheme: Literal["zscore", "ct"]
-    clip: tuple[float, float] | None = None
-    mean: float | None = None
-    std: float | None = None
-
-    @model_validator(mode="after")
-    def _ct_has_statistics(self) -> ChannelNormalisation:
-        if self.scheme == "ct" and (self.clip is None or self.mean is None or self.std is None):
-            raise ValueError("the ct scheme needs clip, mean and std")
-        return self
-
-
-class Preprocessing(BaseModel):
-    """What a case needs before the network sees it; a plain dict inside model files."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    target_spacing: list[float]
-    normalisation: list[ChannelNormalisation]
-
-
-class Plan(BaseModel):
-    """The planned settings, each with the reason it was chosen (artifacts/plan/plan.json)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    format: Literal["segflow-plan/1"] = PLAN_FORMAT
-    device: Literal["cpu", "cuda"]
-    memory_budget_gb: float
-    spatial_dims: int
-    target_spacing: list[float]
-    median_shape: list[int]  # after resampling to target_spacing
-    normalisation: list[ChannelNormalisation]
-    patch_size: list[int]
-    batch_size: int
-    network: str
-    network_args: dict  # complete MONAI constructor arguments
-    estimated_memory_gb: float
-    reasons: dict[str, str]
-
-    @property
-    def preprocessing(self) -> Preprocessing:
-        return Preprocessing(target_spacing=self.target_spacing, normalisation=self.normalisation)
-
-    @classmethod
-    def load(cls, path: Path | str) -> Plan:
-        """Read plan.json; a missing or invalid file is a `ConfigError` naming it."""
-        path = Path(path)
-        try:
-            raw = read_json(path)
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no plan; run the plan stage first (dvc repro plan)") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path}: not valid JSON ({exc}); rerun the plan stage") from None
-        try:
-            return cls.model_validate(raw)
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<top level>'}: {e['msg']}"
-                                 for e in exc.errors(include_url=False))
-            raise ConfigError(f"{path} is not a valid plan ({problems}); rerun the plan stage") from None
-
-    def save(self, path: Path | str) -> None:
-        write_json(path, self.model_dump(mode="json"))
 
 
 # -- device -----------------------------------------------------------------------------------
@@ -171,7 +98,7 @@ def check_resampled_sizes(fingerprint: dict, target: Sequence[float], why: str) 
         return
     case = (fingerprint.get("case_ids") or [f"#{i}" for i in range(len(sizes))])[largest]
     raise ConfigError(
-        f"augment.target_spacing {list(target)} ({why}) would resample case {case} from shape {shapes[largest]} "
+        f"preprocess.target_spacing {list(target)} ({why}) would resample case {case} from shape {shapes[largest]} "
         f"at spacing {spacings[largest]} to {resampled_shape(shapes[largest], spacings[largest], target)}, "
         f"{sizes[largest]:.3g} voxels; at most {MAX_RESAMPLED_CASE_VOXELS:.3g} fit in memory "
         f"({MAX_RESAMPLED_CASE_VOXELS * 4 / 2**30:g} GiB per channel as float32). Check the unit (mm per voxel).")
@@ -200,7 +127,7 @@ def channel_scheme(modality: str, requested: str) -> str:
 
 def ct_normalisation(statistics: dict | None, channel: int) -> ChannelNormalisation:
     if not statistics:
-        raise ConfigError(f"augment.normalisation: ct needs foreground intensities of channel {channel}, "
+        raise ConfigError(f"preprocess.normalisation: ct needs foreground intensities of channel {channel}, "
                           "but no case has a voxel labelled > 0")
     return ChannelNormalisation(scheme="ct", clip=(statistics["percentile_00_5"], statistics["percentile_99_5"]),
                                 mean=statistics["mean"], std=statistics["std"])
@@ -209,7 +136,7 @@ def ct_normalisation(statistics: dict | None, channel: int) -> ChannelNormalisat
 def plan_normalisation(fingerprint: dict, requested: str) -> tuple[list[ChannelNormalisation], str]:
     """Per channel: CT (fixed physical units) clips to the foreground's 0.5-99.5 percentiles and
     uses the dataset's foreground z-score; other modalities (arbitrary scanner units) are
-    z-scored per case. An explicit augment.normalisation applies to every channel."""
+    z-scored per case. An explicit preprocess.normalisation applies to every channel."""
     schemes, described = [], []
     for channel in range(fingerprint["n_channels"]):
         modality = fingerprint["modality"].get(str(channel), "")
@@ -217,7 +144,7 @@ def plan_normalisation(fingerprint: dict, requested: str) -> tuple[list[ChannelN
         schemes.append(ct_normalisation(fingerprint["foreground_intensity"].get(str(channel)), channel)
                        if scheme == "ct" else ChannelNormalisation(scheme="zscore"))
         described.append(f"channel {channel} ({modality or 'unnamed'}): {scheme}")
-    why = "augment.normalisation is explicit" if requested != AUTO else "auto: ct for CT, per-case zscore otherwise"
+    why = "preprocess.normalisation is explicit" if requested != AUTO else "auto: ct for CT, per-case zscore otherwise"
     return schemes, f"{'; '.join(described)} ({why})"
 
 
@@ -441,10 +368,10 @@ def plan_patch_size(ctx: NetworkContext, median_shape: list[int], budget: Budget
         patch, args = fit_network(ctx, smaller)
         shrunk = True
     else:
-        raise ConfigError(f"augment.patch_size: the median shape {median_shape} at augment.target_spacing "
+        raise ConfigError(f"preprocess.patch_size: the median shape {median_shape} at preprocess.target_spacing "
                           f"{ctx.spacing} is still {patch} after {MAX_PATCH_STEPS} shrinking steps, over "
-                          f"train.memory_budget_gb ({budget.memory_gb:g} GB); check augment.target_spacing or "
-                          "set augment.patch_size")
+                          f"train.memory_budget_gb ({budget.memory_gb:g} GB); check preprocess.target_spacing or "
+                          "set preprocess.patch_size")
     divisor = network_divisor(ctx.name, args, len(patch))
     cap = f"at most {CPU_MAX_PATCH_VOXELS} voxels and " if budget.device == "cpu" else ""
     fitted = f"{cap}{budget.memory_gb:g} GB at batch {PATCH_CHECK_BATCH_SIZE}"
@@ -454,9 +381,9 @@ def plan_patch_size(ctx: NetworkContext, median_shape: list[int], budget: Budget
 
 
 def explicit_patch_size(params: Params) -> list[int] | None:
-    """augment.patch_size, or UNETR's explicit img_size (the two must agree)."""
-    if params.augment.patch_size != AUTO:
-        return list(params.augment.patch_size)
+    """preprocess.patch_size, or UNETR's explicit img_size (the two must agree)."""
+    if params.preprocess.patch_size != AUTO:
+        return list(params.preprocess.patch_size)
     img_size = params.model.network_args().get("img_size", AUTO) if params.model.name == "UNETR" else AUTO
     if img_size == AUTO:
         return None
@@ -466,7 +393,7 @@ def explicit_patch_size(params: Params) -> list[int] | None:
 def describe_explicit_patch(ctx: NetworkContext, patch: list[int], args: dict) -> str:
     divisor = network_divisor(ctx.name, args, len(patch))
     fits_network = all(side % d == 0 for side, d in zip(patch, divisor, strict=True))
-    return "augment.patch_size is explicit" + ("" if fits_network else f" (not a multiple of {divisor}, "
+    return "preprocess.patch_size is explicit" + ("" if fits_network else f" (not a multiple of {divisor}, "
                                                                         f"{ctx.name}'s divisor)")
 
 
@@ -505,7 +432,7 @@ def network_memory(ctx: NetworkContext, args: dict, patch: list[int], budget: Bu
     try:
         return training_memory_model(ctx.name, args, patch, budget.amp)
     except ValueError as exc:
-        raise ConfigError(f"augment.patch_size {patch} ({why_patch}): {exc}") from None
+        raise ConfigError(f"preprocess.patch_size {patch} ({why_patch}): {exc}") from None
 
 
 def check_fingerprint(fingerprint: dict, params: Params) -> None:
@@ -530,9 +457,9 @@ def check_classes(labels: dict[str, str] | None, params: Params) -> None:
 
 
 def plan_spacing(fingerprint: dict, params: Params) -> tuple[list[float], str]:
-    """augment.target_spacing: explicit, or planned; either way no case may become too large."""
-    if params.augment.target_spacing != AUTO:
-        spacing, why = list(params.augment.target_spacing), "augment.target_spacing is explicit"
+    """preprocess.target_spacing: explicit, or planned; either way no case may become too large."""
+    if params.preprocess.target_spacing != AUTO:
+        spacing, why = list(params.preprocess.target_spacing), "preprocess.target_spacing is explicit"
     else:
         spacing, why = plan_target_spacing(fingerprint["spacings"])
     check_resampled_sizes(fingerprint, spacing, why)
@@ -546,7 +473,7 @@ def check_memory(memory: MemoryModel, batch: int, patch: list[int], budget: Budg
     if needed > budget.memory_gb:
         raise ConfigError(f"train.memory_budget_gb: patch {patch} at batch {batch} needs an estimated "
                           f"{needed:.3g} GB, over the budget of {budget.memory_gb:g} GB; lower "
-                          "augment.patch_size or train.batch_size, or raise train.memory_budget_gb")
+                          "preprocess.patch_size or train.batch_size, or raise train.memory_budget_gb")
 
 
 def make_plan(fingerprint: dict, params: Params, cuda_available: bool | None = None) -> Plan:
@@ -556,7 +483,7 @@ def make_plan(fingerprint: dict, params: Params, cuda_available: bool | None = N
     device, reasons["device"] = plan_device(params.train.device, cuda_available)
     spacing, reasons["target_spacing"] = plan_spacing(fingerprint, params)
     median_shape = median_resampled_shape(fingerprint["shapes"], fingerprint["spacings"], spacing)
-    normalisation, reasons["normalisation"] = plan_normalisation(fingerprint, params.augment.normalisation)
+    normalisation, reasons["normalisation"] = plan_normalisation(fingerprint, params.preprocess.normalisation)
     budget = Budget(device, params.train.memory_budget_gb, params.train.amp and device == "cuda")
     ctx = NetworkContext(params.model.name, params.model.network_args(), spacing, device)
     patch = explicit_patch_size(params)
@@ -577,29 +504,3 @@ def make_plan(fingerprint: dict, params: Params, cuda_available: bool | None = N
                 target_spacing=spacing, median_shape=median_shape, normalisation=normalisation, patch_size=patch,
                 batch_size=batch, network=ctx.name, network_args=args,
                 estimated_memory_gb=round(memory.total_gb(batch), 3), reasons=reasons)
-
-
-# -- params with the plan's values ----------------------------------------------------------------
-
-def plan_values(plan: Plan) -> dict[str, dict]:
-    """The plan's value for each params key that may be `auto`, by section."""
-    return {"augment": {"patch_size": plan.patch_size, "target_spacing": plan.target_spacing,
-                        "normalisation": plan.normalisation[0].scheme},
-            "model": plan.network_args,
-            "train": {"batch_size": plan.batch_size, "device": plan.device}}
-
-
-def resolve_params(params: Params, plan: Plan) -> Params:
-    """A copy of `params` with every `auto` replaced by the plan's value; the model section also
-    gains the required constructor arguments the plan filled in, so it builds the plan's network."""
-    if (plan.network, plan.spatial_dims) != (params.model.name, params.model.spatial_dims):
-        raise ConfigError(f"the plan is for a {plan.spatial_dims}D {plan.network} but params.yaml asks for a "
-                          f"{params.model.spatial_dims}D {params.model.name}; rerun the plan stage")
-    raw, values = params.model_dump(by_alias=True), plan_values(plan)
-    for section, keys in raw.items():
-        for key in [k for k, v in keys.items() if v == AUTO] if isinstance(keys, dict) else []:
-            if key not in values.get(section, {}):
-                raise ConfigError(f"{section}.{key} is auto but the plan has no value for it")
-            keys[key] = values[section][key]
-    raw["model"] = {**plan.network_args, **raw["model"]}
-    return parse_params(raw, source="params.yaml with the plan's values")

@@ -12,9 +12,9 @@ import os
 from contextlib import nullcontext
 from pathlib import Path
 
-STAGES = ("ingest", "validate", "plan", "augment", "train", "evaluate", "register")
+STAGES = ("ingest", "validate", "plan", "preprocess", "train", "evaluate", "register")
 PER_FOLD = ("train",)  # dvc.yaml runs these once per fold in split.folds (`foreach`)
-PLANNED = ("augment", "train", "evaluate", "register")  # read params with the plan's values
+PLANNED = ("preprocess", "train", "evaluate", "register")  # read params with the plan's values
 
 
 def stage_params(name: str, root: Path, fold: int | None = None):
@@ -34,7 +34,7 @@ def stage_params(name: str, root: Path, fold: int | None = None):
     elif fold is not None:
         raise ConfigError(f"stage {name} covers every fold; --fold applies to {', '.join(PER_FOLD)}")
     if name in PLANNED:
-        from segflow.planning.planner import Plan, resolve_params
+        from segflow.planning.plan import Plan, resolve_params
 
         params = resolve_params(params, Plan.load(Paths(root).plan))
     return params
@@ -52,9 +52,9 @@ def tracking_config(name: str, params, root: Path) -> dict:
     """The W&B config of a stage's run: the full typed params (plan values filled in after the
     plan stage), plus the code's git commit, the raw data's DVC hash, the plan and the fold, so
     W&B's runs table can compare runs on any of them."""
-    from segflow.io import read_json
+    from segflow.files import read_json
     from segflow.paths import Paths
-    from segflow.provenance import data_hash, git_commit
+    from segflow.tracking.provenance import data_hash, git_commit
 
     plan = Paths(root).plan
     return {**params.model_dump(by_alias=True, mode="json"),
@@ -71,7 +71,7 @@ def run_stage(name: str, root: Path, fold: int | None = None) -> dict:
     if name not in STAGES:
         raise ValueError(f"unknown stage {name!r}; stages are {', '.join(STAGES)}")
     from segflow.paths import Paths
-    from segflow.tracking import StageRun, stage_run
+    from segflow.tracking.runs import StageRun, stage_run
 
     params = stage_params(name, root, fold)
     module = importlib.import_module(f"segflow.stages.{name}")

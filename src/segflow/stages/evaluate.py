@@ -12,21 +12,21 @@ import numpy as np
 import pandas as pd
 
 from segflow.config import Params
-from segflow.data.splits import fold_cases
-from segflow.inference import pick_device, predict_labels
-from segflow.io import read_json, write_csv, write_json
+from segflow.data.cache import PreprocessedCache
+from segflow.data.splits import Splits
+from segflow.files import write_json
+from segflow.inference.postprocessing import apply_postprocessing, choose_postprocessing, keep_largest_component
+from segflow.inference.sliding_window import pick_device, predict_labels
+from segflow.metrics.per_case import CASE_ID, DICE, FOLD, HD95, raw_dice_column, score_column, write_per_case
 from segflow.metrics.segmentation import dice_per_class, hd95_per_class
-from segflow.models.bundle import ModelBundle, load_bundle
+from segflow.models.model_file import ModelFile, load_model_file
 from segflow.paths import Paths
-from segflow.postprocessing import apply_postprocessing, choose_postprocessing, keep_largest_component
-from segflow.training import load_volumes
 
 LCC = "_lcc"  # column suffix: the score after keeping the largest component of the class
 
 
 def validation_cases(paths: Paths, fold: int) -> list[str]:
-    cached = sorted(read_json(paths.preprocessed / "index.json")["cases"])
-    return fold_cases(read_json(paths.splits)["folds"], fold, cached)[1]
+    return PreprocessedCache(paths.preprocessed).fold_cases(Splits.load(paths.splits), fold)[1]
 
 
 def score_case(prediction: np.ndarray, truth: np.ndarray, class_names: list[str], spacing, hd95: bool,
@@ -40,7 +40,7 @@ def score_case(prediction: np.ndarray, truth: np.ndarray, class_names: list[str]
     return row
 
 
-def class_names_of(bundle: ModelBundle) -> list[str]:
+def class_names_of(bundle: ModelFile) -> list[str]:
     return [bundle.labels[k].lower() for k in sorted(bundle.labels, key=int)][1:]
 
 
@@ -55,10 +55,10 @@ def score_both(prediction: np.ndarray, item: dict, names: list[str], spacing, hd
 
 def evaluate_fold(params: Params, paths: Paths, fold: int, spacing: dict) -> tuple[list[dict], dict]:
     """Rows for the fold's validation cases, and the fold model's predictions for overlays."""
-    bundle = load_bundle(paths.model_for(fold))
+    bundle = load_model_file(paths.model_for(fold))
     nets, names, cfg = bundle.build(pick_device()), class_names_of(bundle), params.evaluate
     rows, predictions = [], {}
-    for item in load_volumes(paths.preprocessed, validation_cases(paths, fold)):
+    for item in PreprocessedCache(paths.preprocessed).load(validation_cases(paths, fold)):
         prediction = predict_labels(nets, item["image"], bundle.patch_size, tta=cfg.tta,
                                     sw_batch_size=cfg.sw_batch_size, overlap=cfg.sw_overlap)
         case_spacing = spacing[item["case_id"]]["spacing"]
@@ -73,13 +73,13 @@ def apply_decision(scores: pd.DataFrame, names: list[str], decision: dict) -> pd
     """Final per-case table: each class's scores after the chosen postprocessing; raw Dice kept
     beside it as dice_<class>_raw."""
     chosen = {names[i - 1] for i in decision["keep_largest_component"]}
-    table = scores[["case_id", "fold"]].copy()
+    table = scores[[CASE_ID, FOLD]].copy()
     for name in names:
         source = LCC if name in chosen else ""
-        for kind in ("dice", "hd95"):
-            if f"{kind}_{name}" in scores:
-                table[f"{kind}_{name}"] = scores[f"{kind}_{name}{source}"]
-        table[f"dice_{name}_raw"] = scores[f"dice_{name}"]
+        for kind in (DICE, HD95):
+            if score_column(kind, name) in scores:
+                table[score_column(kind, name)] = scores[score_column(kind, name) + source]
+        table[raw_dice_column(name)] = scores[score_column(DICE, name)]
     return table
 
 
@@ -106,7 +106,7 @@ def summarise(per_case: pd.DataFrame, class_names: list[str]) -> dict:
 
 
 def write_overlays(paths: Paths, predictions: dict, names: list[str], decision: dict, tracker) -> None:
-    from segflow.plots import plot_prediction
+    from segflow.reporting.figures import plot_prediction
 
     paths.overlays.mkdir(parents=True, exist_ok=True)
     overlays = []
@@ -121,13 +121,13 @@ def write_overlays(paths: Paths, predictions: dict, names: list[str], decision: 
 
 
 def run(params: Params, paths: Paths, tracker=None) -> tuple[dict, pd.DataFrame, dict]:
-    spacing = read_json(paths.preprocessed / "index.json")["cases"]
+    spacing = PreprocessedCache(paths.preprocessed).entries()
     rows, predictions = [], {}
     for fold in params.split.folds:
         fold_rows, fold_predictions = evaluate_fold(params, paths, fold, spacing)
         rows += fold_rows
         predictions.update(list(fold_predictions.items())[: params.evaluate.overlay_cases - len(predictions)])
-    names = class_names_of(load_bundle(paths.model_for(params.split.folds[0])))
+    names = class_names_of(load_model_file(paths.model_for(params.split.folds[0])))
     scores = pd.DataFrame(rows)
     decision = (choose_postprocessing(scores, names) if params.evaluate.postprocess
                 else {"keep_largest_component": [], "rule": "evaluate.postprocess is false"})
@@ -138,7 +138,7 @@ def run(params: Params, paths: Paths, tracker=None) -> tuple[dict, pd.DataFrame,
 
 def main(params: Params, paths: Paths, tracker=None) -> dict:
     metrics, per_case, decision = run(params, paths, tracker)
-    write_csv(paths.per_case, per_case.round(5))
+    write_per_case(paths.per_case, per_case)
     write_json(paths.postprocessing, decision)
     write_json(paths.metrics, metrics)
     kept = decision["keep_largest_component"]
@@ -153,7 +153,7 @@ def main(params: Params, paths: Paths, tracker=None) -> dict:
 
 def log_lineage(params: Params, paths: Paths, tracker) -> None:
     """W&B lineage: the fold models in, the per-case scores and metrics out."""
-    from segflow.tracking import EVALUATION_ARTIFACT, fold_model_artifact
+    from segflow.tracking.runs import EVALUATION_ARTIFACT, fold_model_artifact
 
     for fold in params.split.folds:
         tracker.use_artifact_files(paths.model_for(fold), name=fold_model_artifact(fold), type="model")

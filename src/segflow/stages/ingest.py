@@ -9,8 +9,8 @@ import pandas as pd
 from segflow.config import DataConfig, Params
 from segflow.data.manifest import build_manifest
 from segflow.data.msd import MsdDataset, read_msd_dataset
-from segflow.data.splits import kfold_split
-from segflow.io import write_csv, write_json
+from segflow.data.splits import Splits, kfold_split
+from segflow.files import write_csv
 from segflow.paths import Paths
 
 DVC_CACHE = ".dvc/cache"  # DVC's default cache folder
@@ -48,30 +48,26 @@ def class_labels(cfg: DataConfig, dataset: MsdDataset) -> dict[str, str]:
     return {str(k): v for k, v in sorted(labels.items())}
 
 
-def run(params: Params, paths: Paths) -> tuple[pd.DataFrame, dict]:
+def run(params: Params, paths: Paths) -> tuple[pd.DataFrame, Splits]:
     dataset = read_dataset(params.data, paths.root / params.data.root)
     # A DVC cache of link type (`dvc config cache.type symlink`) links tracked files in from here.
     manifest = build_manifest(dataset, link_roots=(paths.root / DVC_CACHE,))
-    splits = {
-        "n_folds": params.split.n_folds,
-        "seed": params.split.seed,
-        "dataset": dataset.name,
-        "labels": class_labels(params.data, dataset),
-        "label_values": sorted(int(k) for k in dataset.labels),
-        "modality": {str(k): v for k, v in dataset.modality.items()},
-        "folds": build_splits(manifest, params.split.n_folds, params.split.seed),
-    }
+    splits = Splits(n_folds=params.split.n_folds, seed=params.split.seed, dataset=dataset.name,
+                    labels=class_labels(params.data, dataset),
+                    label_values=sorted(int(k) for k in dataset.labels),
+                    modality={str(k): v for k, v in dataset.modality.items()},
+                    folds=build_splits(manifest, params.split.n_folds, params.split.seed))
     return manifest, splits
 
 
 def main(params: Params, paths: Paths, tracker=None) -> dict:
     manifest, splits = run(params, paths)
     write_csv(paths.manifest, manifest)
-    write_json(paths.splits, splits)
+    splits.save(paths.splits)
     if tracker:
-        from segflow.tracking import dataset_artifact
+        from segflow.tracking.runs import dataset_artifact
 
-        tracker.log_artifact([paths.manifest, paths.splits], name=dataset_artifact(splits["dataset"]),
+        tracker.log_artifact([paths.manifest, paths.splits], name=dataset_artifact(splits.dataset),
                              type="dataset", metadata={"cases": int(manifest["listed"].sum()),
                                                        "n_folds": params.split.n_folds, "seed": params.split.seed})
     return {

@@ -1,7 +1,7 @@
 """plan: fingerprint the kept cases, then plan spacing, normalisation, patch, network and batch.
 
 Writes artifacts/plan/fingerprint.json and artifacts/plan/plan.json; later stages read the plan
-through `segflow.planning.planner.Plan.load` and `resolve_params`, never re-deriving a choice.
+through `segflow.planning.plan.Plan.load` and `resolve_params`, never re-deriving a choice.
 """
 
 from __future__ import annotations
@@ -9,10 +9,13 @@ from __future__ import annotations
 import pandas as pd
 
 from segflow.config import Params
-from segflow.io import read_json, write_json
+from segflow.data.splits import Splits
+from segflow.files import write_json
 from segflow.paths import Paths
 from segflow.planning.fingerprint import compute_fingerprint
-from segflow.planning.planner import Plan, make_plan
+from segflow.planning.plan import Plan
+from segflow.planning.planner import make_plan
+from segflow.validation.report import ValidationReport
 
 
 def plan_summary(plan: Plan) -> dict:
@@ -31,10 +34,10 @@ def print_choices(plan: Plan) -> None:
 
 
 def main(params: Params, paths: Paths, tracker=None) -> dict:
-    splits = read_json(paths.splits)
+    splits = Splits.load(paths.splits)
     fingerprint = compute_fingerprint(
-        paths.root / params.data.root, pd.read_csv(paths.manifest), read_json(paths.validation_report)["kept"],
-        splits["labels"], splits.get("modality") or {}, params.data.label_map, params.model.spatial_dims)
+        paths.root / params.data.root, pd.read_csv(paths.manifest), ValidationReport.load(paths.validation_report).kept,
+        splits.labels, splits.modality, params.data.label_map, params.model.spatial_dims)
     write_json(paths.fingerprint, fingerprint)
     plan = make_plan(fingerprint, params)
     plan.save(paths.plan)

@@ -1,7 +1,7 @@
 """register: bundle the fold models as one ensemble with the chosen postprocessing, export it
 (TorchScript, ONNX, MONAI bundle; each checked against the eager model), gate it on the
 cross-validation Dice, and record it in the registry. It becomes champion only when it beats the
-current champion on the same cases (segflow.promotion); otherwise it stays a candidate.
+current champion on the same cases (segflow.registry.promotion); otherwise it stays a candidate.
 
 Each run builds its ensemble and export in its own hidden folder, registers from there, then
 publishes both into artifacts/register/ by rename: runs at once never share a half-written file."""
@@ -17,14 +17,19 @@ from pathlib import Path
 import pandas as pd
 
 from segflow.config import Params
-from segflow.io import read_json, write_json
-from segflow.model_card import model_card
-from segflow.models.bundle import ensemble, load_bundle, save_bundle
+from segflow.data.preprocess import describe_preprocessing
+from segflow.data.splits import Splits
+from segflow.files import read_json, write_json
+from segflow.metrics.per_case import read_per_case
+from segflow.models.model_file import ensemble, load_model_file, save_model_file
 from segflow.paths import Paths
 from segflow.planning.fingerprint import training_ranges_from_fingerprint
-from segflow.promotion import challenge
-from segflow.provenance import data_hash, git_commit
-from segflow.registry import Registry
+from segflow.registry.model_card import model_card
+from segflow.registry.promotion import challenge
+from segflow.registry.store import Registry
+from segflow.tracking.provenance import data_hash, git_commit
+from segflow.training.summary import TrainSummary
+from segflow.validation.report import ValidationReport
 
 
 def gate(metrics: dict, minimum: float) -> tuple[bool, str]:
@@ -40,9 +45,9 @@ def build_ensemble(params: Params, paths: Paths, dest: Path) -> dict:
     """Write the fold models as one ensemble file at `dest` with the postprocessing chosen on
     validation and the training cases' shape and spacing ranges (predict flags inputs far outside)."""
     decision = read_json(paths.postprocessing)
-    bundles = [load_bundle(paths.model_for(fold)) for fold in params.split.folds]
+    bundles = [load_model_file(paths.model_for(fold)) for fold in params.split.folds]
     ranges = training_ranges_from_fingerprint(read_json(paths.fingerprint))
-    save_bundle(dest, ensemble(bundles, postprocessing=decision, info={**bundles[0].info, "training_ranges": ranges}))
+    save_model_file(dest, ensemble(bundles, postprocessing=decision, info={**bundles[0].info, "training_ranges": ranges}))
     return decision
 
 
@@ -63,7 +68,7 @@ def export_ensemble(params: Params, model_file: Path, dest: Path) -> dict:
 
 def _not_exported(bundle: Path, outcome: dict) -> dict:
     """The bundle folder is a DVC output, so it always exists; here it only says why it is empty."""
-    from segflow.io import write_text
+    from segflow.files import write_text
 
     reason = outcome.get("error") or outcome.get("skipped")
     write_text(bundle / "NOT_EXPORTED.txt", f"No export was published: {reason}\n")
@@ -88,33 +93,28 @@ def publish_outputs(own: Path, paths: Paths) -> None:
     publish(own / "bundle", paths.export_bundle, replace=True)
 
 
-def describe_preprocessing(preprocessing: dict | None) -> str:
-    if not preprocessing:
-        return "per-case z-score intensities"
-    schemes = sorted({c["scheme"] for c in preprocessing["normalisation"]})
-    return f"{'/'.join(schemes)} normalisation, resampled to {preprocessing['target_spacing']}"
-
-
 def compute_record(params: Params, paths: Paths) -> list[dict]:
     """What training each fold cost (from train's summaries)."""
     keys = ("fold", "device", "epochs", "seconds", "seconds_per_epoch", "peak_rss_mb", "processes")
-    return [{k: read_json(paths.train_summary_for(f)).get(k) for k in keys} for f in params.split.folds]
+    summaries = [TrainSummary.load(paths.train_summary_for(f)) for f in params.split.folds]
+    return [{k: getattr(s, k) for k in keys} for s in summaries]
 
 
 def make_entry(params: Params, paths: Paths, model_file: Path, metrics: dict, pp_decision: dict,
                exported: dict) -> dict:
     kept = pp_decision["keep_largest_component"]
-    return {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "dataset": read_json(paths.splits)["dataset"],
+    return {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "dataset": Splits.load(paths.splits).dataset,
             "network": params.model.name, "data_hash": data_hash(paths.root), "git_commit": git_commit(paths.root),
             "metrics": metrics, "folds": list(params.split.folds), "compute": compute_record(params, paths),
-            "preprocessing": describe_preprocessing(load_bundle(model_file).preprocessing),
+            "preprocessing": describe_preprocessing(load_model_file(model_file).preprocessing),
             "postprocessing": f"largest component kept for classes {kept}" if kept else "none",
             "export": exported}
 
 
 def champion_scores(registry: Registry, champion: dict) -> pd.DataFrame | None:
+    """The champion's per-case scores; None for a champion registered before they were kept."""
     per_case = registry.model_dir(champion["id"]) / "per_case.csv"
-    return pd.read_csv(per_case) if per_case.is_file() else None
+    return read_per_case(per_case) if per_case.is_file() else None
 
 
 def registry_of(params: Params, paths: Paths) -> Registry:
@@ -126,7 +126,7 @@ def record(params: Params, paths: Paths, entry: dict, own: Path) -> dict:
     """Add this run's model and bundle (from its own folder) to the registry; the promotion
     decision is taken under the registry's lock."""
     registry = registry_of(params, paths)
-    per_case = pd.read_csv(paths.per_case)
+    per_case = read_per_case(paths.per_case)
     verdicts = []
 
     def decide(champion: dict | None) -> tuple[bool, str]:
@@ -137,7 +137,7 @@ def record(params: Params, paths: Paths, entry: dict, own: Path) -> dict:
 
     files = {"params.yaml": (paths.root / "params.yaml").read_text(), "plan.json": paths.plan.read_text(),
              "metrics.json": paths.metrics.read_text(), "per_case.csv": paths.per_case.read_text(),
-             "MODEL_CARD.md": model_card(entry, params, read_json(paths.validation_report), per_case)}
+             "MODEL_CARD.md": model_card(entry, params, ValidationReport.load(paths.validation_report), per_case)}
     folders = {"bundle": own / "bundle"} if entry["export"].get("formats") else {}
     model_id, promoted, reason = registry.add(own / "model.pt", entry, files, decide, folders)
     return {"model_id": model_id, "promoted": promoted, "reason": reason, "comparison": verdicts[-1].as_dict(),
@@ -173,7 +173,7 @@ def describe(decision: dict) -> str:
 
 def log_to_wandb(params: Params, paths: Paths, decision: dict, tracker) -> None:
     """Lineage: evaluation and fold models in; the ensemble out, aliased candidate or champion."""
-    from segflow.tracking import EVALUATION_ARTIFACT, MODEL_ARTIFACT, fold_model_artifact
+    from segflow.tracking.runs import EVALUATION_ARTIFACT, MODEL_ARTIFACT, fold_model_artifact
 
     tracker.use_artifact_files([paths.per_case, paths.metrics], name=EVALUATION_ARTIFACT, type="evaluation")
     for fold in params.split.folds:

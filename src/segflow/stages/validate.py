@@ -9,29 +9,24 @@ from __future__ import annotations
 import pandas as pd
 
 from segflow.config import Params
+from segflow.data.splits import Splits
 from segflow.errors import StageFailed
-from segflow.io import read_json, write_json
+from segflow.files import write_json
 from segflow.paths import Paths
-from segflow.validation import (Validation, build_report, findings_frame, run_checks, stop_reasons, summary,
-                                write_docs)
+from segflow.validation.checks import Validation, run_checks, write_docs
+from segflow.validation.report import build_report, findings_frame, stop_reasons, summary
 
 FINDINGS_TABLE = "validate/findings"
 
 
-def declared_labels(splits: dict) -> list[int]:
-    """The label values masks may hold as delivered (raw values for 2D folders; see ingest)."""
-    return sorted(int(v) for v in splits["label_values"])
-
-
-def run(params: Params, manifest: pd.DataFrame, splits: dict) -> Validation:
-    cfg = params.validate_
-    return run_checks(manifest, declared_labels(splits), cfg.max_dim, cfg.min_cases,
-                      folds=splits["folds"], **cfg.check_options())
+def run(params: Params, manifest: pd.DataFrame, splits: Splits) -> Validation:
+    """The contracts over the manifest; masks may hold the raw label values ingest recorded."""
+    return run_checks(manifest, sorted(splits.label_values), params.validate_, folds=splits.folds)
 
 
 def main(params: Params, paths: Paths, tracker=None) -> dict:
     strict = params.validate_.strict
-    checked = run(params, pd.read_csv(paths.manifest, keep_default_na=True), read_json(paths.splits))
+    checked = run(params, pd.read_csv(paths.manifest, keep_default_na=True), Splits.load(paths.splits))
     result = checked.result
     reasons = stop_reasons(result, stop_on_quarantine=strict)
     text = summary(result, reasons)

@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from segflow.config import AUTO, AugmentConfig
 
 
-def resolved_patch_size(cfg: AugmentConfig) -> list[int]:
-    """`cfg.patch_size` as a list; transforms need the plan's value, never the `auto` placeholder."""
-    if cfg.patch_size == AUTO:
-        raise ValueError("augment.patch_size is still 'auto': resolve params with the plan "
+def resolved_patch_size(patch_size: Sequence[int] | str) -> list[int]:
+    """`preprocess.patch_size` as a list; transforms need the plan's value, never `auto`."""
+    if patch_size == AUTO:
+        raise ValueError("preprocess.patch_size is still 'auto': resolve params with the plan "
                          "(artifacts/plan/plan.json) before building transforms")
-    return list(cfg.patch_size)
+    return list(patch_size)
 
 
-def build_training_transforms(cfg: AugmentConfig, spatial_dims: int) -> tuple[list, list]:
-    """(cached, random) transform lists for `spatial_dims`; cached ones run once per case."""
+def build_training_transforms(cfg: AugmentConfig, patch_size: Sequence[int] | str,
+                              spatial_dims: int) -> tuple[list, list]:
+    """(cached, random) transform lists for `spatial_dims` patches of `patch_size`; cached ones
+    run once per case."""
     if spatial_dims == 3:
         from segflow.transforms.three_d import build_cached_transforms, build_random_transforms
 
-        return build_cached_transforms(cfg), build_random_transforms(cfg)
+        return build_cached_transforms(patch_size), build_random_transforms(cfg, patch_size)
     from segflow.transforms.two_d import build_random_transforms_2d
 
-    return [], build_random_transforms_2d(cfg)
+    return [], build_random_transforms_2d(cfg, patch_size)

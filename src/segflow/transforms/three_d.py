@@ -7,6 +7,7 @@ indices) in memory and only the random part runs each epoch.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 from segflow.config import AugmentConfig
 from segflow.transforms import resolved_patch_size
@@ -14,11 +15,11 @@ from segflow.transforms import resolved_patch_size
 KEYS = ("image", "label")
 
 
-def build_cached_transforms(cfg: AugmentConfig) -> list:
+def build_cached_transforms(patch_size: Sequence[int] | str) -> list:
     """Deterministic: pad to at least the patch, precompute foreground/background voxel indices."""
     from monai import transforms as T
 
-    return [T.SpatialPadd(KEYS, spatial_size=resolved_patch_size(cfg)), T.FgBgToIndicesd("label")]
+    return [T.SpatialPadd(KEYS, spatial_size=resolved_patch_size(patch_size)), T.FgBgToIndicesd("label")]
 
 
 def build_spatial_transforms(cfg: AugmentConfig, spatial_dims: int) -> list:
@@ -61,11 +62,11 @@ def build_intensity_transforms(cfg: AugmentConfig) -> list:
     ]
 
 
-def build_random_transforms(cfg: AugmentConfig) -> list:
+def build_random_transforms(cfg: AugmentConfig, patch_size: Sequence[int] | str) -> list:
     """Random: foreground-oversampled patch, then nnU-Net-style spatial and intensity augmentation."""
     from monai import transforms as T
 
-    patch = resolved_patch_size(cfg)
+    patch = resolved_patch_size(patch_size)
     return [
         T.RandCropByPosNegLabeld(KEYS, label_key="label", spatial_size=patch,
                                  pos=cfg.foreground_oversample, neg=1.0 - cfg.foreground_oversample,
@@ -78,8 +79,8 @@ def build_random_transforms(cfg: AugmentConfig) -> list:
     ]
 
 
-def build_train_transforms(cfg: AugmentConfig):
+def build_train_transforms(cfg: AugmentConfig, patch_size: Sequence[int] | str):
     """The whole training pipeline (cached + random) as one MONAI Compose."""
     from monai import transforms as T
 
-    return T.Compose(build_cached_transforms(cfg) + build_random_transforms(cfg))
+    return T.Compose(build_cached_transforms(patch_size) + build_random_transforms(cfg, patch_size))

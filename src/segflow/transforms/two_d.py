@@ -10,6 +10,8 @@ albumentations' generator, so `Compose.set_random_seed` still seeds the whole pi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import albumentations as A
 import numpy as np
 
@@ -103,9 +105,9 @@ def build_intensity_transforms_2d(cfg: AugmentConfig) -> list:
     ]
 
 
-def build_train_transforms_2d(cfg: AugmentConfig) -> A.Compose:
+def build_train_transforms_2d(cfg: AugmentConfig, patch_size: Sequence[int] | str) -> A.Compose:
     """The same knobs as the 3D pipeline, applied with albumentations to one slice or image."""
-    height, width = resolved_patch_size(cfg)
+    height, width = resolved_patch_size(patch_size)
     return A.Compose([
         A.PadIfNeeded(min_height=height, min_width=width, border_mode=0, fill=0, fill_mask=0),
         A.RandomCrop(height=height, width=width),
@@ -151,6 +153,6 @@ class AlbumentationsD(Randomizable):
                 "label": torch.as_tensor(np.ascontiguousarray(out["mask"])[None].astype(np.float32))}
 
 
-def build_random_transforms_2d(cfg: AugmentConfig) -> list:
+def build_random_transforms_2d(cfg: AugmentConfig, patch_size: Sequence[int] | str) -> list:
     """The 2D random part as a list, like the 3D builder (nothing needs caching in 2D)."""
-    return [AlbumentationsD(build_train_transforms_2d(cfg))]
+    return [AlbumentationsD(build_train_transforms_2d(cfg, patch_size))]

@@ -1,0 +1,1 @@
+"""segflow benchmarks: timed scripts run as modules from the repository root (`python -m bench.<name>`)."""

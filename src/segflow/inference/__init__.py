@@ -1,0 +1,1 @@
+"""Sliding-window inference, postprocessing and `segflow predict`."""

@@ -1,0 +1,88 @@
+"""The plan (artifacts/plan/plan.json): its schema, its one reader and writer, and params with
+the plan's values filled in. The planning rules that choose it live in `planner`; every consumer
+reads the plan through here (as nnU-Net's plans handler), so a change to a rule does not change
+the code of the stages that only read the plan.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from segflow.config import AUTO, ConfigError, Params, parse_params
+from segflow.data.preprocess import ChannelNormalisation, Preprocessing
+from segflow.files import read_json, write_json
+
+PLAN_FORMAT = "segflow-plan/1"
+
+
+class Plan(BaseModel):
+    """The planned settings, each with the reason it was chosen (artifacts/plan/plan.json)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    format: Literal["segflow-plan/1"] = PLAN_FORMAT
+    device: Literal["cpu", "cuda"]
+    memory_budget_gb: float
+    spatial_dims: int
+    target_spacing: list[float]
+    median_shape: list[int]  # after resampling to target_spacing
+    normalisation: list[ChannelNormalisation]
+    patch_size: list[int]
+    batch_size: int
+    network: str
+    network_args: dict  # complete MONAI constructor arguments
+    estimated_memory_gb: float
+    reasons: dict[str, str]
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return Preprocessing(target_spacing=self.target_spacing, normalisation=self.normalisation)
+
+    @classmethod
+    def load(cls, path: Path | str) -> Plan:
+        """Read plan.json; a missing or invalid file is a `ConfigError` naming it."""
+        path = Path(path)
+        try:
+            raw = read_json(path)
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no plan; run the plan stage first (dvc repro plan)") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: not valid JSON ({exc}); rerun the plan stage") from None
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<top level>'}: {e['msg']}"
+                                 for e in exc.errors(include_url=False))
+            raise ConfigError(f"{path} is not a valid plan ({problems}); rerun the plan stage") from None
+
+    def save(self, path: Path | str) -> None:
+        write_json(path, self.model_dump(mode="json"))
+
+
+# -- params with the plan's values ----------------------------------------------------------------
+
+def plan_values(plan: Plan) -> dict[str, dict]:
+    """The plan's value for each params key that may be `auto`, by section."""
+    return {"preprocess": {"patch_size": plan.patch_size, "target_spacing": plan.target_spacing,
+                        "normalisation": plan.normalisation[0].scheme},
+            "model": plan.network_args,
+            "train": {"batch_size": plan.batch_size, "device": plan.device}}
+
+
+def resolve_params(params: Params, plan: Plan) -> Params:
+    """A copy of `params` with every `auto` replaced by the plan's value; the model section also
+    gains the required constructor arguments the plan filled in, so it builds the plan's network."""
+    if (plan.network, plan.spatial_dims) != (params.model.name, params.model.spatial_dims):
+        raise ConfigError(f"the plan is for a {plan.spatial_dims}D {plan.network} but params.yaml asks for a "
+                          f"{params.model.spatial_dims}D {params.model.name}; rerun the plan stage")
+    raw, values = params.model_dump(by_alias=True), plan_values(plan)
+    for section, keys in raw.items():
+        for key in [k for k, v in keys.items() if v == AUTO] if isinstance(keys, dict) else []:
+            if key not in values.get(section, {}):
+                raise ConfigError(f"{section}.{key} is auto but the plan has no value for it")
+            keys[key] = values[section][key]
+    raw["model"] = {**plan.network_args, **raw["model"]}
+    return parse_params(raw, source="params.yaml with the plan's values")

@@ -1,0 +1,1 @@
+"""The model registry: the store, its views, champion/challenger promotion and the model card."""

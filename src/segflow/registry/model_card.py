@@ -1,0 +1,89 @@
+"""The model card kept with every registry entry: data, training, metrics with 95% CIs, compute,
+exports, intended use and limits (after Mitchell et al., "Model Cards for Model Reporting")."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from segflow.config import Params
+from segflow.metrics.per_case import case_dice, score_columns
+
+if TYPE_CHECKING:
+    from segflow.validation.report import ValidationReport
+
+
+def metric_rows(per_case: pd.DataFrame) -> str:
+    """One table row per class and metric: mean over cases with a 95% bootstrap interval."""
+    from segflow.metrics.statistics import bootstrap_ci
+
+    series = {c: per_case[c] for c in score_columns(per_case)}
+    series["dice (mean over classes, per case)"] = case_dice(per_case)
+    rows = []
+    for name, values in series.items():
+        ci = bootstrap_ci(values.to_numpy())
+        rows.append(f"| {name} | {ci['mean']:.4f} | {ci['low']:.4f} – {ci['high']:.4f} | {ci['n']} |")
+    return "\n".join(rows)
+
+
+def compute_rows(compute: list[dict]) -> str:
+    return "\n".join(f"| {c['fold']} | {c['device']} | {c['processes']} | {c['epochs']} | {c['seconds']} | "
+                     f"{c['seconds_per_epoch']} | {c['peak_rss_mb']} |" for c in compute)
+
+
+def export_lines(exported: dict) -> str:
+    if exported.get("error"):
+        return f"- Export failed, no bundle published: {exported['error']}"
+    if not exported.get("formats"):
+        return "- No export (register.export is empty)."
+    parity = exported.get("parity", {})
+    checks = ", ".join(f"{k} {v:.1e}" for k, v in parity.items())
+    return (f"- MONAI bundle in `bundle/` with {', '.join(exported['formats'])}; largest absolute difference "
+            f"from the eager model on a random patch: {checks or 'n/a'}.")
+
+
+def model_card(entry: dict, params: Params, report: ValidationReport, per_case: pd.DataFrame) -> str:
+    """Markdown for MODEL_CARD.md of a registry entry."""
+    dataset = entry["dataset"]
+    return f"""# Model card: {params.model.name} ensemble for {dataset}
+
+## Intended use
+Research segmentation of {dataset} volumes acquired and prepared like the training data (same
+modality and field of view; {entry['preprocessing']}). Not a medical device: not for diagnosis or
+treatment decisions. Its status (champion, candidate, retired) is in `entry.json` and
+`segflow models show`.
+
+## Data
+- Dataset {dataset}; raw data md5 (data.dvc) `{entry['data_hash']}`
+- Cases kept by validation: {report.n_kept}; quarantined: {report.n_quarantined} (see the validate report)
+- Ensemble of the models of folds {entry['folds']} of {params.split.n_folds} (case-level split, seed {params.split.seed})
+
+## Training
+- Network: {params.model.name} {params.model.network_args()}
+- Patch {params.preprocess.patch_size}, batch {params.train.batch_size}, lr {params.train.lr} ({params.train.lr_schedule}), weight decay {params.train.weight_decay}
+- Postprocessing: {entry['postprocessing']}
+- Code: git `{entry['git_commit']}`; full parameters in `params.yaml`, plan in `plan.json` beside this card
+
+## Metrics (out of fold: each case scored by the fold model that did not train on it)
+| metric | mean | 95% bootstrap CI | cases |
+|---|---|---|---|
+{metric_rows(per_case)}
+
+Per-case scores: `per_case.csv`. HD95 in mm.
+
+## Compute
+| fold | device | processes | epochs | seconds | s/epoch | peak RAM MB |
+|---|---|---|---|---|---|---|
+{compute_rows(entry['compute'])}
+
+## Exports
+{export_lines(entry['export'])}
+
+## Limits
+- Validated on held-out folds of one delivery, not on an external test set: expect lower scores on
+  other scanners, sequences, field strengths or crops.
+- Cases the validation quarantined (missing or unreadable files) were never seen; inputs far from the
+  training intensity and spacing distribution are outside the tested range.
+- The intervals cover case sampling only, not retraining variance (seed, fold assignment).
+"""

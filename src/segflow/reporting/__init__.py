@@ -1,0 +1,1 @@
+"""What a run reports: the terminal summary, DVC plots, figures and model comparisons."""

@@ -1,0 +1,333 @@
+"""W&B tracking for pipeline stages that can never fail the pipeline.
+
+Every stage logs into one W&B run, grouped by pipeline run (`pipeline_group`) and typed by
+stage (`job_type`). Metrics are files first; W&B only mirrors them, so any W&B problem (missing
+package, bad settings, a failing log call) turns the run into a no-op with one warning, and the
+stage goes on. `wandb` is imported lazily: importing this module costs nothing.
+
+    with stage_run("train", config) as run:
+        run.log({"loss": 0.3}, step=1)
+        run.use_artifact_files([manifest], name="hippocampus-manifest", type="dataset")
+        run.log_artifact(Path("models/unet.pt"), name="unet", type="model")
+
+Lineage: a stage declares what it read with `use_artifact_files` (the same files a previous stage
+logged, so W&B resolves them to that stage's artifact version by content digest) and what it made
+with `log_artifact`. Both work offline and are replayed by `wandb sync`.
+
+Set `SEGFLOW_TRACKING=off` to skip W&B entirely. Online, the W&B server is probed once per
+pipeline run (a few seconds at most): when it cannot be reached every stage of the run logs
+offline, with one warning, instead of each stage waiting out wandb's 90 s init timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import re
+import subprocess
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from segflow.processes.parent_watch import dvc_ancestor
+
+log = logging.getLogger(__name__)
+
+GROUP_ENV = "SEGFLOW_RUN_GROUP"
+TRACKING_ENV = "SEGFLOW_TRACKING"
+DEFAULT_PROJECT = "segflow"
+SECRET_KEY = re.compile(r"api_?key|token|secret|password", re.IGNORECASE)
+_OFF_VALUES = {"off", "0", "false", "no", "disabled"}
+_ONLINE_MODES = {"online", "run", ""}  # wandb's names for logging to a server; unset is online
+DEFAULT_BASE_URL = "https://api.wandb.ai"
+PROBE_TIMEOUT_S = 3.0
+
+
+def artifact_name(*parts: object) -> str:
+    """A W&B artifact name from `parts` (W&B allows letters, digits, '-', '_' and '.')."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", "-".join(str(p) for p in parts)).strip("-")
+
+
+def dataset_artifact(dataset: str) -> str:
+    """Name of the dataset artifact (ingest's manifest and split) of `dataset`."""
+    return artifact_name("dataset", dataset)
+
+
+def fold_model_artifact(fold: int) -> str:
+    return artifact_name("model", f"fold{fold}")
+
+
+MODEL_ARTIFACT = "model"  # the registered fold ensemble
+EVALUATION_ARTIFACT = "evaluation"  # per-case scores and metrics
+
+
+def tracking_enabled() -> bool:
+    """False when the user turned W&B off with `SEGFLOW_TRACKING=off`."""
+    return os.environ.get(TRACKING_ENV, "on").strip().lower() not in _OFF_VALUES
+
+
+def pipeline_group() -> str:
+    """W&B group of this pipeline run.
+
+    `$SEGFLOW_RUN_GROUP` when set (make run, the Prefect flow); else, under `dvc repro`, one
+    group per dvc process (every stage of one `dvc repro` is its descendant); else
+    `local-<date>-<git sha>`.
+    """
+    group = os.environ.get(GROUP_ENV, "").strip()
+    if group:
+        return group
+    sha = _short_git_sha() or "nogit"
+    dvc_run = dvc_ancestor()
+    if dvc_run is not None:
+        return f"dvc-{dt.datetime.fromtimestamp(dvc_run.started):%Y%m%d-%H%M%S}-{dvc_run.pid}-{sha}"
+    return f"local-{dt.datetime.now():%Y%m%d}-{sha}"
+
+
+def _short_git_sha() -> str | None:
+    """Short sha of HEAD of the git repository around the cwd, or None outside one."""
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, timeout=5, check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    sha = done.stdout.strip()
+    return sha if done.returncode == 0 and sha else None
+
+
+def server_reachable(base_url: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """True when the W&B server at `base_url` answers HTTP at all (any status) within `timeout`."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{base_url.rstrip('/')}/healthz", timeout=timeout):
+            return True
+    except urllib.error.HTTPError:
+        return True  # it answered
+    except (OSError, ValueError):  # refused, unresolvable, timed out, not a URL
+        return False
+
+
+def _probe_record(group: str) -> Path:
+    state = Path(os.environ.get("WANDB_DIR") or ".")
+    return state / "wandb-probe" / f"{artifact_name(group)}.json"
+
+
+def offline_for_this_run(group: str) -> bool:
+    """Whether this pipeline run (`group`) must log offline because the W&B server is unreachable.
+
+    Only an online mode is probed, once per group: the first stage records the answer in
+    $WANDB_DIR/wandb-probe/ and warns; the run's later stages read it and go offline quietly."""
+    if os.environ.get("WANDB_MODE", "").strip().lower() not in _ONLINE_MODES:
+        return False
+    record = _probe_record(group)
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        return not json.loads(record.read_text())["reachable"]
+    base_url = os.environ.get("WANDB_BASE_URL") or DEFAULT_BASE_URL
+    reachable = server_reachable(base_url)
+    with contextlib.suppress(OSError):
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(json.dumps({"reachable": reachable, "base_url": base_url}))
+    if not reachable:
+        log.warning("W&B server %s did not answer within %.0f s: this run (%s) logs offline; upload it later "
+                    "with `wandb sync %s`", base_url, PROBE_TIMEOUT_S, group, os.environ.get("WANDB_DIR", "wandb"))
+    return not reachable
+
+
+def scrub_secrets(value: Any) -> Any:
+    """Copy of `value` without mapping keys that look like secrets, at any depth."""
+    if isinstance(value, Mapping):
+        return {
+            key: scrub_secrets(item)
+            for key, item in value.items()
+            if not SECRET_KEY.search(str(key))
+        }
+    if isinstance(value, (list, tuple)):
+        return type(value)(scrub_secrets(item) for item in value)
+    return value
+
+
+class StageRun:
+    """One stage's W&B run; every method degrades to a no-op once W&B fails.
+
+    Attributes:
+        stage: the stage name, used as the W&B `job_type`.
+        group: the W&B group (one per pipeline run).
+        run: the live `wandb.Run`, or None when tracking is off or failed.
+        error: why tracking is disabled (None while it works or when it was turned off).
+    """
+
+    def __init__(self, stage: str, config: Mapping[str, Any], group: str | None = None):
+        self.stage = stage
+        self.config = scrub_secrets(dict(config))
+        self.group = group or pipeline_group()
+        self.run: Any = None
+        self.error: str | None = None
+        self._wandb: Any = None
+
+    @property
+    def active(self) -> bool:
+        """True while calls are forwarded to a live W&B run."""
+        return self.run is not None and self.error is None
+
+    def start(self) -> StageRun:
+        """Open the W&B run (or stay a no-op when tracking is off or W&B fails)."""
+        if not tracking_enabled():
+            log.info("W&B tracking off for stage %s (%s)", self.stage, TRACKING_ENV)
+            return self
+        try:
+            import wandb
+
+            self._wandb = wandb
+            self.run = wandb.init(**self._init_kwargs())
+        except Exception as exc:  # noqa: BLE001 - any W&B failure must not stop the stage
+            self._disable("init failed", exc)
+        return self
+
+    def _init_kwargs(self) -> dict[str, Any]:
+        """wandb.init arguments; dir and mode come from the current environment explicitly,
+        because wandb caches its environment at the first init of a process."""
+        kwargs: dict[str, Any] = {
+            "project": os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT,
+            "group": self.group,
+            "job_type": self.stage,
+            "config": self.config,
+            # A new run even if another is open; this run never touches the global wandb.run.
+            "reinit": "create_new",
+        }
+        if os.environ.get("WANDB_DIR"):
+            kwargs["dir"] = os.environ["WANDB_DIR"]
+        if os.environ.get("WANDB_MODE"):
+            kwargs["mode"] = os.environ["WANDB_MODE"]
+        if offline_for_this_run(self.group):
+            kwargs["mode"] = "offline"
+        return kwargs
+
+    def finish(self, exit_code: int = 0) -> None:
+        """Close the W&B run with `exit_code` (non-zero marks it failed); never raises."""
+        run, self.run = self.run, None
+        if run is None:
+            return
+        try:
+            run.finish(exit_code=exit_code)
+        except Exception as exc:  # noqa: BLE001
+            self._disable("finish failed", exc)
+
+    def __enter__(self) -> StageRun:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.finish(exit_code=0 if exc_type is None else 1)
+
+    def _disable(self, what: str, exc: BaseException) -> None:
+        """Record the first failure and warn once; later calls become no-ops."""
+        if self.error is not None:
+            log.debug("W&B %s for stage %s after it was disabled: %s", what, self.stage, exc)
+            return
+        self.error = f"{what}: {type(exc).__name__}: {exc}"
+        log.warning("W&B tracking disabled for stage %s: %s", self.stage, self.error)
+
+    @contextmanager
+    def _guard(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except Exception as exc:  # noqa: BLE001
+            self._disable(f"{what} failed", exc)
+
+    def log(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        """Log a row of metrics (to history and, as latest value, to the summary)."""
+        if self.active:
+            with self._guard("log"):
+                self.run.log(dict(metrics), step=step)
+
+    def summary(self, metrics: Mapping[str, Any]) -> None:
+        """Set final values in the run summary (e.g. the test Dice)."""
+        if self.active:
+            with self._guard("summary"):
+                self.run.summary.update(dict(metrics))
+
+    def log_images(
+        self, key: str, paths: Sequence[Path], captions: Sequence[str] | None = None
+    ) -> None:
+        """Log image files (e.g. prediction overlays) under `key`."""
+        if captions is not None and len(captions) != len(paths):
+            raise ValueError(f"{len(captions)} captions for {len(paths)} images in {key!r}")
+        if self.active:
+            with self._guard("log_images"):
+                names = captions if captions is not None else [None] * len(paths)
+                images = [self._wandb.Image(str(p), caption=c) for p, c in zip(paths, names)]
+                self.run.log({key: images})
+
+    def log_table(self, key: str, dataframe: Any) -> None:
+        """Log a pandas DataFrame (e.g. per-case metrics) as a W&B table."""
+        if self.active:
+            with self._guard("log_table"):
+                self.run.log({key: self._wandb.Table(dataframe=dataframe)})
+
+    def _artifact(self, paths: Path | Sequence[Path], name: str, type: str,  # noqa: A002
+                  metadata: Mapping[str, Any] | None) -> Any:
+        """A draft W&B artifact holding the files/folders `paths` (at their base names)."""
+        artifact = self._wandb.Artifact(name, type=type, metadata=scrub_secrets(dict(metadata or {})))
+        for path in [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]:
+            if path.is_dir():
+                artifact.add_dir(str(path), name=path.name)
+            else:
+                artifact.add_file(str(path), name=path.name)
+        return artifact
+
+    def log_artifact(
+        self,
+        path: Path | Sequence[Path],
+        name: str,
+        type: str,  # noqa: A002 - W&B's own name for it
+        aliases: list[str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Log files or folders as a new version of artifact `name`, output of this run."""
+        if self.active:
+            with self._guard("log_artifact"):
+                self.run.log_artifact(self._artifact(path, name, type, metadata), aliases=aliases)
+
+    def use_artifact_files(
+        self,
+        path: Path | Sequence[Path],
+        name: str,
+        type: str,  # noqa: A002
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Declare files this stage read as input artifact `name` (lineage).
+
+        They are the files an earlier stage logged under the same name, so W&B resolves them to
+        that version by digest and links producer -> consumer. Offline, wandb 0.31's public
+        `use_artifact` refuses any input (TypeError), so the draft is recorded the way that method
+        records drafts online (`_log_artifact(..., use_after_commit=True)`), and `wandb sync`
+        replays it as a use.
+        """
+        if not self.active:
+            return
+        with self._guard("use_artifact"):
+            artifact = self._artifact(path, name, type, metadata)
+            if self.run.offline:
+                self.run._log_artifact(artifact, is_user_created=True, use_after_commit=True)
+            else:
+                self.run.use_artifact(artifact)
+
+
+def stage_run(stage: str, config: Mapping[str, Any], group: str | None = None) -> StageRun:
+    """Context manager for a stage's W&B run: `with stage_run("train", cfg) as run: ...`.
+
+    The body always runs; its exceptions propagate and mark the W&B run failed.
+    """
+    return StageRun(stage, config, group)

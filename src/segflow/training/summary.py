@@ -1,0 +1,53 @@
+"""A fold's training summary (artifacts/train/fold_K/summary.json): its schema, its one writer and
+reader. DVC shows it as the train stage's metrics; register reads what each fold cost from it.
+A schema only, apart from the trainer that fills it, so a reader's code hash does not follow the
+trainer's."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from segflow.config import ConfigError
+from segflow.files import read_json, write_json
+
+
+class TrainSummary(BaseModel):
+    """What training one fold gave and cost (field order is the file's key order)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    epochs: int  # epochs completed
+    val_dice_mean: float | None  # the last epoch's; None when it did not validate
+    train_loss: float  # the last epoch's mean loss
+    seconds: float  # every epoch's training time, those before a resume included (what the model cost)
+    seconds_this_run: float  # this process's wall clock (after a resume, only the part it ran)
+    seconds_per_epoch: float
+    peak_rss_mb: float
+    device: str  # "cpu" or "cuda"
+    fold: int
+    processes: int  # DDP processes (1 without torchrun)
+
+    @classmethod
+    def load(cls, path: Path | str) -> TrainSummary:
+        """Read summary.json; a missing or invalid file is a `ConfigError` naming it."""
+        path = Path(path)
+        try:
+            raw = read_json(path)
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no training summary; run the train stage for this fold first "
+                              "(dvc repro train)") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: not valid JSON ({exc}); rerun the train stage for this fold") from None
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<top level>'}: {e['msg']}"
+                                 for e in exc.errors(include_url=False))
+            raise ConfigError(f"{path} is not a valid training summary ({problems}); "
+                              "rerun the train stage for this fold") from None
+
+    def save(self, path: Path | str) -> None:
+        # Python mode, not "json": a NaN loss stays NaN, as json.dumps writes it.
+        write_json(path, self.model_dump())

@@ -1,0 +1,1 @@
+"""Data contracts: the great-expectations rules, Data Docs, and the check of a delivery outside the pipeline."""
