@@ -191,7 +191,10 @@ def test_kubernetes_gpu_pool_is_created_from_the_infra_template(stack):
     assert "type='kubernetes'" in inspected or "'kubernetes'" in inspected
 
 
-def test_dispatched_pipeline_matches_a_plain_dvc_repro(stack, deployed, tiny_project):
+def test_dispatched_pipeline_matches_a_plain_dvc_repro(stack, deployed, preprocessed_project):
+    """The plain run starts from the shared preprocessed project: its stages up to the cache are
+    DVC cache hits of the same data and params, so only train, evaluate and register run there."""
+    tiny_project = preprocessed_project
     first = start_pipeline(stack, deployed, DISPATCH_OVERRIDES)
     second = start_pipeline(stack, deployed, DISPATCH_OVERRIDES)
     finished = wait_for(stack, first)

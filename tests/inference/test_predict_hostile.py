@@ -170,6 +170,7 @@ def test_a_bad_input_is_refused_by_name_and_rule_and_the_rest_is_labelled(here, 
     assert f"  refused  {bad}  [{rule}]" in result.stderr
 
 
+@pytest.mark.slow  # a real subprocess or several processes: seconds, not milliseconds
 def test_the_installed_command_survives_the_whole_corpus_in_one_folder(here):
     """The real console script (a fresh process, as a user runs it): the truncated .nii.gz used to
     end in click's bare 'Aborted.' (gzip's EOFError) and stop the batch."""

@@ -56,6 +56,7 @@ def test_input_shape_follows_in_channels_and_patch():
     assert input_shape(bundle) == [1, 2, 8, 12, 16]
 
 
+@pytest.mark.slow  # a real subprocess or several processes: seconds, not milliseconds
 def test_a_model_file_measured_in_a_fresh_process_counts_the_same(tmp_path, one_and_two):
     path = tmp_path / "model.pt"
     save_model_file(path, tiny_bundle(1))

@@ -56,6 +56,7 @@ def measure_training_step_gb(args: dict, patch: list[int], batch: int) -> float:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # a real subprocess or several processes: seconds, not milliseconds
 def test_estimate_agrees_with_a_measured_cpu_training_step_within_a_factor_of_two():
     measured = measure_training_step_gb(DEFAULT_UNET, PATCH, batch=2)
     estimated = estimate_training_memory_gb("UNet", DEFAULT_UNET, PATCH, batch_size=2)

@@ -334,6 +334,7 @@ def _register_and_hang(root: str) -> None:
     Registry(Path(root) / "registry").add(model, ENTRY, {}, lambda champion: time.sleep(600) or (True, ""))
 
 
+@pytest.mark.slow  # a real subprocess or several processes: seconds, not milliseconds
 def test_a_killed_register_leaves_no_staging_folder_behind(tmp_path):
     registry = Registry(tmp_path / "registry")
     killed = multiprocessing.get_context("spawn").Process(target=_register_and_hang, args=(str(tmp_path),))
@@ -407,6 +408,7 @@ def _run_register_stage(root: str, start_at: float) -> dict:
     return register.main(load_params(Path(root) / "params.yaml"), Paths(Path(root)))
 
 
+@pytest.mark.slow  # a real subprocess or several processes: seconds, not milliseconds
 def test_three_register_stages_at_once_each_register_their_bundle(tmp_path):
     make_register_project(tmp_path)
     with multiprocessing.get_context("spawn").Pool(3) as pool:

@@ -236,6 +236,7 @@ def make_dvc_repo(dest: Path, model: Path) -> Path:
     return dest
 
 
+@pytest.mark.slow  # a real subprocess or several processes: seconds, not milliseconds
 def test_experiments_and_revisions_are_read_through_dvc(tmp_path, in_process_cost):
     repo = make_dvc_repo(tmp_path / "repo", tiny_model(tmp_path / "small.pt"))
     result = cmp.compare(repo, ["exp:HEAD"], all_exps=True, cost=True)

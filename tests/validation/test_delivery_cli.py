@@ -51,6 +51,7 @@ def assert_unusable(done: subprocess.CompletedProcess, path: Path, rule: str) ->
     assert "Traceback" not in done.stdout + done.stderr
 
 
+@pytest.mark.slow  # a real subprocess or several processes: seconds, not milliseconds
 def test_clean_delivery_exits_0_with_every_case_kept(tmp_path):
     data = write_delivery(tmp_path / "Toy")
 
@@ -62,6 +63,7 @@ def test_clean_delivery_exits_0_with_every_case_kept(tmp_path):
     assert "4 cases kept" in done.stdout
 
 
+@pytest.mark.slow  # a real subprocess or several processes: seconds, not milliseconds
 def test_missing_label_exits_1_and_the_report_names_case_and_rule(tmp_path):
     data = write_delivery(tmp_path / "Toy", missing_label="case_2")
 
@@ -89,6 +91,7 @@ def test_folder_without_dataset_json_exits_2(tmp_path):
     assert_unusable(done, tmp_path / "empty", "dataset_json")
 
 
+@pytest.mark.slow  # a real subprocess or several processes: seconds, not milliseconds
 def test_tar_gz_of_a_clean_delivery_exits_0(tmp_path):
     data = write_delivery(tmp_path / "src" / "Task99_Toy")
     archive = tmp_path / "delivery.tar.gz"
@@ -178,6 +181,7 @@ def write_folder_delivery(root: Path, n: int = 10, bad_value_case: str | None = 
     return root
 
 
+@pytest.mark.slow  # a real subprocess or several processes: seconds, not milliseconds
 def test_2d_folder_delivery_is_validated_with_its_mask_values(tmp_path):
     data = write_folder_delivery(tmp_path / "isbi", bad_value_case="3")
     done = segflow_validate(tmp_path, data, tmp_path / "report.json", "--mask-values", "0,255")
