@@ -18,7 +18,9 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
+
+T = TypeVar("T")
 
 
 def _read_umask() -> int:
@@ -67,6 +69,29 @@ def write_json(dest: Path | str, data: Any) -> None:
 
 def read_json(path: Path | str) -> Any:
     return json.loads(Path(path).read_text())
+
+
+def load_json_model(model: type[T], path: Path | str, what: str, remedy: str) -> T:
+    """`path` read as JSON and validated as the pydantic `model`: the one way a file passed
+    between stages is read back. A missing or invalid file is a ConfigError naming the file,
+    what is wrong, and `remedy` (e.g. "run the plan stage (dvc repro plan)")."""
+    from pydantic import ValidationError
+
+    from segflow.config import ConfigError
+
+    path = Path(path)
+    try:
+        raw = read_json(path)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no {what}; {remedy}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid JSON ({exc}); {remedy}") from None
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<top level>'}: {e['msg']}"
+                             for e in exc.errors(include_url=False))
+        raise ConfigError(f"{path} is not a valid {what} ({problems}); {remedy}") from None
 
 
 def write_csv(dest: Path | str, frame) -> None:

@@ -7,11 +7,9 @@ import json
 import shutil
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import save_nifti
 
 from segflow.data.formats import format_from_name, sniff_bytes

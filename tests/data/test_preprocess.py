@@ -7,9 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import save_nifti, synthetic_case
+
 from segflow.data.preprocess import (
+    ChannelNormalisation,
+    Preprocessing,
     Volume,
     load_case,
     normalise_channel,
@@ -17,7 +19,6 @@ from segflow.data.preprocess import (
     restore_to_shape,
     save_volume,
 )
-from segflow.data.preprocess import ChannelNormalisation, Preprocessing
 
 ZSCORE = ChannelNormalisation(scheme="zscore")
 CT = ChannelNormalisation(scheme="ct", clip=(-100.0, 300.0), mean=50.0, std=100.0)

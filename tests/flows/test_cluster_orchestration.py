@@ -201,7 +201,8 @@ def test_dispatched_pipeline_matches_a_plain_dvc_repro(stack, deployed, preproce
     assert finished["state"] == "Completed", f"{finished['message']}\n{stack.logs()}"
     # The deployment's concurrency limit held the second run back while the first one ran.
     history = json.loads(stack.python(STATES_OF.format(run_id=second)))
-    stack.cli("flow-run", "cancel", second)
+    cancel = stack.cli("flow-run", "cancel", second, check=False)  # all cached: it may be done already
+    assert cancel.returncode == 0 or "terminal state" in cancel.stdout + cancel.stderr, cancel.stderr
     assert "AwaitingConcurrencySlot" in [name for name, _ in history], history
     started = [when for name, when in history if name == "Running"]
     assert not started or min(started) >= finished["end_time"], (history, finished)

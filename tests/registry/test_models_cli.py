@@ -8,8 +8,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import BIN, REPO, run
+
 from segflow.registry.store import Registry
 
 ENTRY = {"created": "2026-01-01T00:00:00", "git_commit": "abc1234def5678", "network": "UNet",

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
+
 from segflow.registry.store import CANDIDATE, CHAMPION, RETIRED, ROLLED_BACK, Registry, RegistryError
 
 ENTRY = {"created": "2026-01-01T00:00:00", "metrics": {"dice_mean": 0.9}, "git_commit": "abc1234"}
@@ -365,8 +365,8 @@ def make_register_project(root: Path) -> None:
     import yaml
 
     from segflow.files import write_json
-    from segflow.models.model_file import ModelFile, save_model_file
     from segflow.models.factory import build_network
+    from segflow.models.model_file import ModelFile, save_model_file
     from segflow.paths import Paths
     from segflow.training.summary import TrainSummary
 

@@ -11,9 +11,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 from typer.testing import CliRunner
 
-from conftest import REPO
 from segflow.cli import app
 from segflow.registry.store import CHAMPION, BrokenRegistry, Registry
 

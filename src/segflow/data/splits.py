@@ -3,14 +3,12 @@ its schema, and its one reader and writer. Every stage that needs a fold's cases
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from segflow.config import ConfigError
-from segflow.files import read_json, write_json
+from segflow.files import load_json_model, write_json
 
 
 def kfold_split(case_ids: list[str], n_folds: int, seed: int) -> dict[str, int]:
@@ -48,13 +46,7 @@ class Splits(BaseModel):
     @classmethod
     def load(cls, path: Path | str) -> Splits:
         """Read splits.json; a missing or invalid file is a `ConfigError` naming it."""
-        path = Path(path)
-        try:
-            return cls.model_validate(read_json(path))
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no split; run the ingest stage first (dvc repro ingest)") from None
-        except (json.JSONDecodeError, UnicodeDecodeError, ValidationError) as exc:
-            raise ConfigError(f"{path} is not a valid split ({type(exc).__name__}); rerun the ingest stage") from None
+        return load_json_model(cls, path, "split", "run the ingest stage (dvc repro ingest)")
 
     def save(self, path: Path | str) -> None:
         write_json(path, self.model_dump(mode="json"))

@@ -6,15 +6,14 @@ the code of the stages that only read the plan.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from segflow.config import AUTO, ConfigError, Params, parse_params
 from segflow.data.preprocess import ChannelNormalisation, Preprocessing
-from segflow.files import read_json, write_json
+from segflow.files import load_json_model, write_json
 
 PLAN_FORMAT = "segflow-plan/1"
 
@@ -44,19 +43,7 @@ class Plan(BaseModel):
     @classmethod
     def load(cls, path: Path | str) -> Plan:
         """Read plan.json; a missing or invalid file is a `ConfigError` naming it."""
-        path = Path(path)
-        try:
-            raw = read_json(path)
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no plan; run the plan stage first (dvc repro plan)") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path}: not valid JSON ({exc}); rerun the plan stage") from None
-        try:
-            return cls.model_validate(raw)
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<top level>'}: {e['msg']}"
-                                 for e in exc.errors(include_url=False))
-            raise ConfigError(f"{path} is not a valid plan ({problems}); rerun the plan stage") from None
+        return load_json_model(cls, path, "plan", "run the plan stage (dvc repro plan)")
 
     def save(self, path: Path | str) -> None:
         write_json(path, self.model_dump(mode="json"))

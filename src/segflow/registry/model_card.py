@@ -43,6 +43,13 @@ def export_lines(exported: dict) -> str:
             f"from the eager model on a random patch: {checks or 'n/a'}.")
 
 
+def training_settings(params: Params) -> str:
+    """The settings a reader of the card asks for first: patch, batch, learning rate."""
+    cfg = params.train
+    return (f"Patch {params.preprocess.patch_size}, batch {cfg.batch_size}, lr {cfg.lr} ({cfg.lr_schedule}), "
+            f"weight decay {cfg.weight_decay}")
+
+
 def model_card(entry: dict, params: Params, report: ValidationReport, per_case: pd.DataFrame) -> str:
     """Markdown for MODEL_CARD.md of a registry entry."""
     dataset = entry["dataset"]
@@ -61,7 +68,7 @@ treatment decisions. Its status (champion, candidate, retired) is in `entry.json
 
 ## Training
 - Network: {params.model.name} {params.model.network_args()}
-- Patch {params.preprocess.patch_size}, batch {params.train.batch_size}, lr {params.train.lr} ({params.train.lr_schedule}), weight decay {params.train.weight_decay}
+- {training_settings(params)}
 - Postprocessing: {entry['postprocessing']}
 - Code: git `{entry['git_commit']}`; full parameters in `params.yaml`, plan in `plan.json` beside this card
 

@@ -5,13 +5,11 @@ trainer's."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from segflow.config import ConfigError
-from segflow.files import read_json, write_json
+from segflow.files import load_json_model, write_json
 
 
 class TrainSummary(BaseModel):
@@ -32,21 +30,7 @@ class TrainSummary(BaseModel):
     @classmethod
     def load(cls, path: Path | str) -> TrainSummary:
         """Read summary.json; a missing or invalid file is a `ConfigError` naming it."""
-        path = Path(path)
-        try:
-            raw = read_json(path)
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no training summary; run the train stage for this fold first "
-                              "(dvc repro train)") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path}: not valid JSON ({exc}); rerun the train stage for this fold") from None
-        try:
-            return cls.model_validate(raw)
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<top level>'}: {e['msg']}"
-                                 for e in exc.errors(include_url=False))
-            raise ConfigError(f"{path} is not a valid training summary ({problems}); "
-                              "rerun the train stage for this fold") from None
+        return load_json_model(cls, path, "training summary", "run the train stage for this fold (dvc repro train)")
 
     def save(self, path: Path | str) -> None:
         # Python mode, not "json": a NaN loss stays NaN, as json.dumps writes it.

@@ -8,16 +8,14 @@ through here, so one delivery gets the same findings and decision either way.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from segflow.config import ConfigError
-from segflow.files import read_json
+from segflow.files import load_json_model
 
 if TYPE_CHECKING:
     from segflow.validation.contracts import ContractResult
@@ -96,11 +94,4 @@ class ValidationReport(BaseModel):
     @classmethod
     def load(cls, path: Path | str) -> ValidationReport:
         """Read report.json; a missing or invalid file is a `ConfigError` naming it."""
-        path = Path(path)
-        try:
-            return cls.model_validate(read_json(path))
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no validation report; run the validate stage first") from None
-        except (json.JSONDecodeError, UnicodeDecodeError, ValidationError) as exc:
-            raise ConfigError(f"{path} is not a valid validation report ({type(exc).__name__}); rerun the "
-                              "validate stage") from None
+        return load_json_model(cls, path, "validation report", "run the validate stage (dvc repro validate)")
