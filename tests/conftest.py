@@ -199,6 +199,58 @@ def write_tiny_isbi(dest: Path) -> None:
             cv2.imwrite(str(dest / "train" / folder / f"{case}.png"), image if folder == "image" else mask)
 
 
+def save_itk(path: Path, array, spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0), direction=None) -> None:
+    """Write an (x, y, z) array with SimpleITK (NRRD, MetaImage or NIfTI, by the name)."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(np.transpose(array))
+    image.SetSpacing([float(s) for s in spacing])
+    image.SetOrigin([float(o) for o in origin])
+    if direction is not None:
+        image.SetDirection([float(d) for d in np.asarray(direction).ravel()])
+    sitk.WriteImage(image, str(path), useCompression=True)
+
+
+V2_LABELS = {"background": 0, "anterior": 1, "posterior": 2, "ignore": 3}
+
+
+def v2_case(seed: int, shape=(32, 40, 16)) -> tuple:
+    """Two channels (an MRI-like and a CT-like one, in HU) and a label with an ignored slab."""
+    import numpy as np
+
+    mri, label = synthetic_case(seed, (shape[0], shape[1], shape[2] * 2))
+    mri, label = mri[..., ::2], label[..., ::2].copy()  # anisotropic: half the slices
+    rng = np.random.default_rng(1000 + seed)
+    ct = (-80 + 60 * (label == 1) + 120 * (label == 2) + rng.normal(0, 20, label.shape)).astype(np.float32)
+    label[:, :, :2] = V2_LABELS["ignore"]  # the first two slices are not annotated
+    return np.stack([mri, ct]), label
+
+
+def write_nnunet_v2_dataset(dest: Path, n_cases: int = 10, ending: str = ".nrrd", n_test: int = 2,
+                            labels: dict | None = None, num_training: int | None = None) -> list[str]:
+    """An nnU-Net v2 raw dataset: channels T2 and CT in `_0000`/`_0001` files, anisotropic and
+    varying slice spacing, an ignore label, splits_final.json (3 folds) and imagesTs; returns the ids."""
+    cases = [f"tiny_{i:03d}" for i in range(n_cases)]
+    for folder in ("imagesTr", "labelsTr", "imagesTs"):
+        (dest / folder).mkdir(parents=True, exist_ok=True)
+    for seed, case in enumerate(cases + [f"test_{i:03d}" for i in range(n_test)]):
+        image, label = v2_case(seed)
+        spacing = (0.8, 0.8, 2.5 if seed % 3 else 2.0)
+        folder = "imagesTr" if case.startswith("tiny") else "imagesTs"
+        for channel, array in enumerate(image):
+            save_itk(dest / folder / f"{case}_{channel:04d}{ending}", array, spacing, origin=(10.0, -4.0, 7.5))
+        if folder == "imagesTr":
+            save_itk(dest / "labelsTr" / f"{case}{ending}", label, spacing, origin=(10.0, -4.0, 7.5))
+    (dest / "dataset.json").write_text(json.dumps({
+        "name": "TinyTwoChannel", "channel_names": {"0": "T2", "1": "CT"}, "labels": labels or V2_LABELS,
+        "numTraining": n_cases if num_training is None else num_training, "file_ending": ending}, indent=1))
+    folds = [cases[i::3] for i in range(3)]
+    (dest / "splits_final.json").write_text(json.dumps(
+        [{"train": [c for c in cases if c not in val], "val": val} for val in folds]))
+    return cases
+
+
 def make_tiny_project(dest: Path, two_d: bool = False) -> Path:
     """A fresh git+DVC repo holding the pipeline, tiny real data and tiny params."""
     for name in PIPELINE_FILES:

@@ -200,7 +200,7 @@ def test_network_args_drop_name_and_keep_extra_monai_keys():
     args = model.network_args()
     assert "name" not in args
     assert args["channels"] == [8, 16] and args["strides"] == [2] and args["dropout"] == 0.1
-    assert args["spatial_dims"] == 3 and args["in_channels"] == 1 and args["out_channels"] == 3
+    assert args["spatial_dims"] == 3 and args["in_channels"] == "auto" and args["out_channels"] == 3
 
 
 def test_repo_model_section_gives_unet_arguments():

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 PARAMS_FILE = "params.yaml"
 AUTO = "auto"
+PLANNED_SECTIONS = ("preprocess", "model", "train")  # where an `auto` takes the plan's value
 Auto = Literal["auto"]  # "take the plan's value" (artifacts/plan/plan.json); explicit values win
 
 
@@ -30,13 +31,14 @@ class Section(BaseModel):
 class DataConfig(Section):
     """Where the raw data lies and how it is laid out.
 
-    `layout: msd` reads dataset.json + imagesTr/labelsTr. `layout: folders2d` reads image/mask
-    pairs (PNG/TIF) matched by file stem from `image_dir`/`label_dir`; `label_map` maps raw mask
-    values to class indices and `labels` names the classes.
+    `layout: auto` detects the layout (segflow.data.layouts). `msd` reads dataset.json +
+    imagesTr/labelsTr (MSD / nnU-Net v1), `nnunetv2` an nnU-Net v2 raw dataset, `folders2d`
+    image/mask pairs (PNG/TIF/BMP) matched by file stem from `image_dir`/`label_dir`; there
+    `label_map` maps raw mask values to class indices and `labels` names the classes.
     """
 
     root: Path
-    layout: Literal["msd", "folders2d"] = "msd"
+    layout: Literal["auto", "msd", "nnunetv2", "folders2d"] = "auto"
     local_copy: Path | None = None
     url: str | None = None
     md5: str | None = Field(default=None, pattern=r"^[0-9a-f]{32}$")
@@ -60,7 +62,8 @@ class DataConfig(Section):
     @property
     def marker(self) -> str:
         """A path below `root` whose presence means the dataset is in place."""
-        return "dataset.json" if self.layout == "msd" else self.image_dir
+        two_d = self.layout == "folders2d" or (self.layout == "auto" and self.labels)
+        return self.image_dir if two_d else "dataset.json"
 
 
 class SplitConfig(Section):
@@ -154,8 +157,8 @@ class ModelConfig(Section):
     model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
     name: str
     spatial_dims: Literal[2, 3] = 3
-    in_channels: int = Field(1, ge=1)
-    out_channels: int = Field(2, ge=2)
+    in_channels: Annotated[int, Field(ge=1)] | Auto = AUTO  # auto: the dataset's channels
+    out_channels: Annotated[int, Field(ge=2)] | Auto = AUTO  # auto: its classes (ignore label left out)
 
     def network_args(self) -> dict:
         """Keyword arguments for the MONAI constructor (everything but `name`)."""
@@ -221,10 +224,10 @@ class Params(Section):
         return self.model_copy(update={"split": self.split.model_copy(update={"folds": [fold]})})
 
     def unresolved(self) -> list[str]:
-        """The dotted keys still set to `auto`."""
+        """The dotted keys still set to `auto` that the plan fills (data.layout is detected by ingest)."""
         dumped = self.model_dump(by_alias=True)
         return [f"{section}.{key}" for section, values in dumped.items() if isinstance(values, dict)
-                for key, value in values.items() if value == AUTO]
+                for key, value in values.items() if value == AUTO and section in PLANNED_SECTIONS]
 
     @model_validator(mode="after")
     def _dims_agree(self) -> Params:

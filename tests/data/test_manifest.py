@@ -170,7 +170,8 @@ def test_sniffing_reads_the_signature_not_the_name(head, fmt):
 
 @pytest.mark.parametrize(
     ("name", "fmt"),
-    [("a.nii.gz", "gzip"), ("A.NII", "nifti"), ("a.png", "png"), ("a.tif", "tiff"), ("a.tiff", "tiff"), ("a.mha", None)],
+    [("a.nii.gz", "gzip"), ("A.NII", "nifti"), ("a.png", "png"), ("a.tif", "tiff"), ("a.tiff", "tiff"),
+     ("a.mha", "metaimage"), ("a.nrrd", "nrrd"), ("a.bmp", "bmp"), ("a.jpg", None)],
 )
 def test_file_names_promise_a_format(name, fmt):
     assert format_from_name(name) == fmt
@@ -276,7 +277,7 @@ def opened(monkeypatch) -> list[Path]:
     from segflow.data import manifest as manifest_module
 
     seen: list[Path] = []
-    for name in ("sniff_format", "_raw_digest", "read_image_file"):
+    for name in ("sniff_format", "_raw_digest", "read_image"):
         original = getattr(manifest_module, name)
         monkeypatch.setattr(manifest_module, name, lambda path, _f=original: (seen.append(Path(path)), _f(path))[1])
     return seen

@@ -247,8 +247,8 @@ def test_an_output_that_is_a_file_or_below_one_is_refused(here, no_model_loading
 
 
 @pytest.mark.parametrize("source, says", [("nowhere", "no such file or folder"),
-                                          ("empty", "holds no .nii/.nii.gz/.png/.tif file"),
-                                          ("model.pt", "not a .nii, .nii.gz, .png or .tif file")])
+                                          ("empty", "holds no .nii/.nii.gz/.nrrd/.mha/.mhd/.png/.tif/.bmp file"),
+                                          ("model.pt", "not a .nii/.nii.gz/.nrrd/.mha/.mhd/.png/.tif/.bmp file")])
 def test_an_unusable_input_is_refused(here, no_model_loading, source, says):
     (here / "empty").mkdir()
     result = predict("-i", source, "-o", "out")

@@ -19,10 +19,10 @@ def model_cfg():
 
 
 def test_repo_unet_builds_and_keeps_patch_shape(model_cfg):
-    # The repo leaves depth and width to the plan; these are its values for Hippocampus on CPU.
+    # The repo leaves channels, depth and width to the plan; these are its values for Hippocampus on CPU.
     args = model_cfg.network_args()
-    assert {k for k, v in args.items() if v == "auto"} == {"channels", "strides"}
-    args.update(channels=[16, 32, 64, 128], strides=[2, 2, 2])
+    assert {k for k, v in args.items() if v == "auto"} == {"channels", "strides", "in_channels", "out_channels"}
+    args.update(channels=[16, 32, 64, 128], strides=[2, 2, 2], in_channels=1, out_channels=3)
     torch.manual_seed(0)
     net = build_network(model_cfg.name, args).eval()
     with torch.no_grad():

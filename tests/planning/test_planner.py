@@ -38,8 +38,9 @@ def test_hippocampus_on_cpu_gives_the_tuned_default():
     assert plan.network_args["channels"] == [16, 32, 64, 128]
     assert plan.network_args["strides"] == [2, 2, 2]
     assert [n.scheme for n in plan.normalisation] == ["zscore"]
+    assert (plan.network_args["in_channels"], plan.network_args["out_channels"]) == (1, 3)
     assert set(plan.reasons) == {"device", "target_spacing", "normalisation", "patch_size", "network_args",
-                                 "batch_size"}
+                                 "channels", "batch_size"}
     assert 0 < plan.estimated_memory_gb < plan.memory_budget_gb
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from segflow.data.formats import SUFFIXES
+from segflow.data.formats import PLANAR_FORMATS, SUFFIXES
 from segflow.data.msd import CaseFiles, LayoutError, MsdDataset, split_suffix
 
-PLANAR_SUFFIXES = SUFFIXES["png"] + SUFFIXES["tiff"]
+PLANAR_SUFFIXES = tuple(ending for fmt in PLANAR_FORMATS for ending in SUFFIXES[fmt])
 
 
 def _by_stem(root: Path, folder: str) -> dict[str, list[str]]:
@@ -74,4 +74,5 @@ def read_folder_dataset(root: Path, image_dir: str = "train/image", label_dir: s
         modality={},
         cases=tuple(_cases(_by_stem(root, image_dir), masks, label_dir)),
         descriptor=image_dir,
+        layout="folders2d",
     )

@@ -14,15 +14,24 @@ from pathlib import Path
 SUFFIXES = {
     "gzip": (".nii.gz",),
     "nifti": (".nii",),
+    "nrrd": (".nrrd",),
+    "metaimage": (".mha", ".mhd"),
     "png": (".png",),
     "tiff": (".tif", ".tiff"),
+    "bmp": (".bmp",),
 }
-PLANAR_FORMATS = ("png", "tiff")  # 2D image files: (H, W) or (H, W, C)
+PLANAR_FORMATS = ("png", "tiff", "bmp")  # 2D image files: (H, W) or (H, W, C)
+# Every name ending an image file may have, longest first (so .nii.gz wins over a bare .gz).
+IMAGE_SUFFIXES = tuple(sorted((e for endings in SUFFIXES.values() for e in endings), key=len, reverse=True))
 
 _SIGNATURES = (
     ("gzip", 0, (b"\x1f\x8b",)),
     ("png", 0, (b"\x89PNG\r\n\x1a\n",)),
     ("tiff", 0, (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")),  # classic and BigTIFF
+    ("bmp", 0, (b"BM",)),
+    ("nrrd", 0, (b"NRRD000",)),
+    # MetaImage: a text header of `Key = value` lines, by convention opening with one of these.
+    ("metaimage", 0, (b"ObjectType", b"NDims", b"Comment")),
     ("nifti", 344, (b"n+1\x00", b"ni1\x00")),  # NIfTI-1: magic at byte 344
     ("nifti", 4, (b"n+2\x00",)),  # NIfTI-2: magic right after sizeof_hdr
 )

@@ -23,10 +23,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from segflow.data.formats import format_from_name, is_planar, sniff_format
+from segflow.data.formats import format_from_name, sniff_format
+from segflow.data.images import ImageFile, read_image
 from segflow.data.msd import CaseFiles, MsdDataset, confined_path, escaping_link
 from segflow.files import file_hash
 
+# What only a descriptor can get wrong (nnU-Net v2 datasets; empty for the other layouts), the same
+# in every row: see segflow.data.nnunet_v2 and the validate stage's descriptor rules.
+DESCRIPTOR_FACTS = ("declared_cases", "labels_consecutive", "declared_label_values", "file_ending",
+                    "file_ending_found")
 PERCENTILES = {"intensity_p0_5": 0.5, "intensity_p50": 50.0, "intensity_p99_5": 99.5}
 LEADING_COLUMNS = ["case_id", "listed", "image", "label", "image_exists", "label_exists"]
 UNSUPPORTED = "unsupported"  # `_format_expected` of a file name no reader supports
@@ -44,52 +49,8 @@ MANIFEST_COLUMNS = [
     "image_channel_shapes", "image_channel_spacings", "intensity_finite", *PERCENTILES,
     "intensity_mean", "intensity_std", *_role_columns("label"), "label_values", "label_voxels",
     "label_integral", "paths_confined", "unsafe_paths", "unsafe_reason", "content_hash", "descriptor",
-    "expected_channels",
+    "expected_channels", *DESCRIPTOR_FACTS,
 ]
-
-
-@dataclass(frozen=True)
-class LoadedFile:
-    """One decoded image file; the axes past `spatial_ndim` are channels (NIfTI 4D, RGB PNG)."""
-
-    array: np.ndarray
-    dtype: str
-    spacing: list[float]
-    affine: np.ndarray
-    spatial_ndim: int
-
-    @property
-    def spatial_shape(self) -> list[int]:
-        return [int(s) for s in self.array.shape[: self.spatial_ndim]]
-
-    @property
-    def n_channels(self) -> int:
-        return int(np.prod(self.array.shape[self.spatial_ndim :], dtype=np.int64))
-
-
-def _read_nifti(path: Path) -> LoadedFile:
-    import nibabel as nib
-
-    image = nib.load(str(path))
-    array = np.asanyarray(image.dataobj)
-    spatial = min(array.ndim, 3)
-    zooms = image.header.get_zooms()[:spatial]
-    return LoadedFile(array, str(image.header.get_data_dtype()), [float(z) for z in zooms], image.affine, spatial)
-
-
-def _read_planar(path: Path) -> LoadedFile:
-    """PNG/TIF as stored (8/16-bit, grey or colour); 2D files carry no spacing: 1.0 per axis."""
-    import cv2
-
-    array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if array is None:
-        raise ValueError("OpenCV cannot decode it as an image")
-    return LoadedFile(array, str(array.dtype), [1.0, 1.0], np.eye(3), 2)
-
-
-def read_image_file(path: Path) -> LoadedFile:
-    """Decode a NIfTI or a PNG/TIF file, chosen by its name (its bytes were sniffed before)."""
-    return _read_planar(path) if is_planar(path.name) else _read_nifti(path)
 
 
 def _file_facts(root: Path, rel: str) -> dict:
@@ -127,7 +88,7 @@ def _json(values) -> str:
     return json.dumps(values)
 
 
-def _geometry(prefix: str, first: LoadedFile, shape: list[int]) -> dict:
+def _geometry(prefix: str, first: ImageFile, shape: list[int]) -> dict:
     return {
         f"{prefix}_shape": _json(shape),
         f"{prefix}_spacing": _json([round(s, 6) for s in first.spacing]),
@@ -136,7 +97,7 @@ def _geometry(prefix: str, first: LoadedFile, shape: list[int]) -> dict:
     }
 
 
-def _channel_geometry(loaded: list[LoadedFile]) -> dict:
+def _channel_geometry(loaded: list[ImageFile]) -> dict:
     """Channel count and per-file geometry, so contracts can check the channel files agree."""
     return {
         "n_channels": sum(f.n_channels for f in loaded),
@@ -171,7 +132,7 @@ def _label_stats(array: np.ndarray) -> dict:
     }
 
 
-def _decoded_columns(prefix: str, loaded: list[LoadedFile]) -> dict:
+def _decoded_columns(prefix: str, loaded: list[ImageFile]) -> dict:
     """Geometry and statistics of decoded files: images by spatial shape over all channels,
     labels by their full shape (a label must be single-channel, so extra axes show as a mismatch)."""
     first = loaded[0]
@@ -181,12 +142,12 @@ def _decoded_columns(prefix: str, loaded: list[LoadedFile]) -> dict:
     return _geometry(prefix, first, first.spatial_shape) | _channel_geometry(loaded) | _intensity_stats(voxels)
 
 
-def _read_all(root: Path, facts: list[dict], prefix: str) -> tuple[dict, list[LoadedFile]]:
+def _read_all(root: Path, facts: list[dict], prefix: str) -> tuple[dict, list[ImageFile]]:
     """Decode every file; the first failure is recorded against that file."""
     loaded = []
     for fact in facts:
         try:
-            loaded.append(read_image_file(root / fact["file"]))
+            loaded.append(read_image(root / fact["file"]))
         except Exception as exc:  # noqa: BLE001 - any reader failure is a finding, not a crash
             reason = str(exc).replace(f"{root}/", "")  # paths in the report stay relative
             return _facts_columns(prefix, fact) | {f"{prefix}_error": f"{type(exc).__name__}: {reason}"}, []
@@ -274,4 +235,13 @@ def build_manifest(dataset: MsdDataset, link_roots: tuple[Path, ...] = ()) -> pd
     frame = pd.DataFrame(rows).reindex(columns=MANIFEST_COLUMNS)
     frame["descriptor"] = dataset.descriptor
     frame["expected_channels"] = len(dataset.modality) or None
+    for column, value in dataset.facts.items():
+        frame[column] = value
     return frame
+
+
+def case_image_paths(data_root: Path, row: pd.Series | dict) -> list[Path]:
+    """Every image file of a manifest row: `image_channels` (one file per channel) or `image`."""
+    channels = row.get("image_channels")
+    listed = json.loads(channels) if isinstance(channels, str) and channels.strip() else []
+    return [data_root / rel for rel in (listed or [row["image"]])]

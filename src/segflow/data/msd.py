@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import posixpath
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -58,6 +58,15 @@ class MsdDataset:
     modality: dict[int, str]
     cases: tuple[CaseFiles, ...]
     descriptor: str = "dataset.json"
+    layout: str = "msd"  # as detected: msd | nnunetv2 | folders2d
+    ignore_label: int | None = None  # label value left out of the loss and metrics (nnU-Net's "ignore")
+    # What only the descriptor can get wrong, for the validate stage's descriptor rules (column -> value).
+    facts: dict = field(default_factory=dict)
+
+    @property
+    def class_labels(self) -> dict[int, str]:
+        """The classes the network outputs: the declared labels without the ignore label."""
+        return {value: name for value, name in self.labels.items() if value != self.ignore_label}
 
 
 def split_suffix(name: str, suffixes: tuple[str, ...] = NIFTI_SUFFIXES) -> tuple[str, str]:
@@ -66,6 +75,15 @@ def split_suffix(name: str, suffixes: tuple[str, ...] = NIFTI_SUFFIXES) -> tuple
         if name.lower().endswith(suffix):
             return name[: -len(suffix)], name[-len(suffix):]
     return name, ""
+
+
+_CHANNEL_SUFFIX = re.compile(r"^(.+)_(\d{4})$")
+
+
+def channel_of(stem: str) -> tuple[str, int | None]:
+    """nnU-Net's channel file naming: 'case_0001' -> ('case', 1); any other stem -> (stem, None)."""
+    found = _CHANNEL_SUFFIX.match(stem)
+    return (found.group(1), int(found.group(2))) if found else (stem, None)
 
 
 def case_id_from_path(path: str) -> str:

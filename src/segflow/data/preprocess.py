@@ -18,6 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, model_validator
 
 from segflow.data import formats
+from segflow.data.images import read_image
 
 if TYPE_CHECKING:
     import torch
@@ -89,59 +90,24 @@ def to_label(array: np.ndarray, label_map: dict[int, int] | None = None) -> np.n
 
 
 def is_planar(path: Path) -> bool:
-    """PNG/TIF: a 2D image file (see segflow.data.formats)."""
+    """PNG/TIF/BMP: a 2D image file (see segflow.data.formats)."""
     return formats.is_planar(Path(path).name)
 
 
-def load_planar(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """A 2D image file as (H, W) or (H, W, C) with an identity affine."""
-    import cv2
-
-    array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if array is None:
-        raise ValueError(f"{path}: not a readable image file")
-    if array.ndim == 3:
-        array = cv2.cvtColor(array, cv2.COLOR_BGR2RGB if array.shape[2] == 3 else cv2.COLOR_BGRA2RGBA)
-    return array, np.eye(3)
+def read_label(path: Path, label_map: dict[int, int] | None = None) -> np.ndarray:
+    """A label file as (1, *spatial) uint8 class indices."""
+    return to_label(read_image(path).array, label_map)[None]
 
 
-def load_nifti(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    import nibabel as nib
-
-    image = nib.load(str(path))
-    return np.asanyarray(image.dataobj), image.affine
-
-
-def load_array(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """NIfTI or a 2D image file, with its affine."""
-    return load_planar(path) if is_planar(path) else load_nifti(path)
-
-
-def channels_first(image: np.ndarray, planar: bool) -> np.ndarray:
-    """NIfTI 4D stores channels last (x, y, z, c); 2D colour images too (h, w, c)."""
-    if image.ndim == (3 if planar else 4):
-        return np.moveaxis(image, -1, 0)
-    return image[None]
-
-
-def image_spacing(path: Path, spatial_ndim: int) -> list[float]:
-    """Voxel size (mm) per spatial axis from the NIfTI header, rounded to 6 decimals as in the
-    manifest (headers store float32: 1.2 reads 1.2000000477); 2D image files carry none: 1.0."""
-    if is_planar(path):
-        return [1.0] * spatial_ndim
-    import nibabel as nib
-
-    zooms = nib.load(str(path)).header.get_zooms()[:spatial_ndim]
-    return [round(float(z), 6) for z in zooms]
-
-
-def load_channels(image_path: Path | Sequence[Path]) -> tuple[np.ndarray, np.ndarray]:
+def load_channels(image_path: Path | Sequence[Path]) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
     """A case's image as (C, *spatial), from one file (4D NIfTI, RGB) or one file per channel
-    (nnU-Net's `_0000`, `_0001`, ...); the affine is the first file's."""
+    (nnU-Net's `_0000`, `_0001`, ...), with the first file's affine and spacing (mm per axis;
+    2D image files carry none: 1.0)."""
     paths = [Path(image_path)] if isinstance(image_path, (str, Path)) else [Path(p) for p in image_path]
-    loaded = [load_array(path) for path in paths]
-    channels = [channels_first(array, is_planar(path)) for (array, _), path in zip(loaded, paths, strict=True)]
-    return np.concatenate(channels) if len(channels) > 1 else channels[0], loaded[0][1]
+    loaded = [read_image(path) for path in paths]
+    channels = [f.channels_first() for f in loaded]
+    image = np.concatenate(channels) if len(channels) > 1 else channels[0]
+    return image, loaded[0].affine, tuple(loaded[0].spacing)
 
 
 def needs_resampling(spacing: Sequence[float], target: Sequence[float]) -> bool:
@@ -207,10 +173,9 @@ def load_case(image_path: Path | Sequence[Path], label_path: Path | None = None,
               label_map: dict[int, int] | None = None,
               preprocessing: Preprocessing | dict | None = None) -> Volume:
     """Read an image (and label) and prepare it for the network (see `prepare_image`)."""
-    image, affine = load_channels(image_path)
-    label = to_label(load_array(label_path)[0], label_map)[None] if label_path else None
+    image, affine, spacing = load_channels(image_path)
+    label = read_label(label_path, label_map) if label_path else None
     first = Path(image_path) if isinstance(image_path, (str, Path)) else Path(image_path[0])
-    spacing = tuple(image_spacing(first, image.ndim - 1))
     return prepare_image(image, affine, spacing, preprocessing, label, source=first)
 
 

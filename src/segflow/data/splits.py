@@ -3,6 +3,7 @@ its schema, and its one reader and writer. Every stage that needs a fold's cases
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,32 @@ def fold_cases(folds: dict[str, int], fold: int, cases: list[str]) -> tuple[list
     return training, validation
 
 
+NNUNET_SPLITS = "splits_final.json"  # nnU-Net's folds: [{"train": [...], "val": [...]}, ...]
+
+
+def nnunet_folds(path: Path, cases: list[str]) -> dict[str, int]:
+    """Case -> fold from nnU-Net's splits_final.json (fold k validates on its `val` list). Every
+    case must be validated in exactly one fold; ids the dataset does not have are ignored."""
+    from segflow.config import ConfigError
+
+    try:
+        data = json.loads(Path(path).read_text())
+        vals = [[str(c) for c in fold["val"]] for fold in data]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError, KeyError) as exc:
+        raise ConfigError(f"{path}: not an nnU-Net splits file (a list of {{\"train\": [...], \"val\": [...]}}): "
+                          f"{type(exc).__name__}: {exc}") from None
+    folds: dict[str, int] = {}
+    for fold, ids in enumerate(vals):
+        for case in ids:
+            if folds.setdefault(case, fold) != fold:
+                raise ConfigError(f"{path}: case {case} is validated in folds {folds[case]} and {fold}")
+    unplaced = [c for c in cases if c not in folds]
+    if unplaced or not vals:
+        raise ConfigError(f"{path}: {len(unplaced)} case(s) of the dataset are in no fold's val list "
+                          f"({', '.join(unplaced[:5])}{' ...' if len(unplaced) > 5 else ''}); fix or delete the file")
+    return {case: folds[case] for case in sorted(cases)}
+
+
 class Splits(BaseModel):
     """What ingest knows of the dataset: its name, classes, modalities and each case's fold."""
 
@@ -38,6 +65,9 @@ class Splits(BaseModel):
     label_values: list[int]  # raw label values a mask may hold as delivered
     modality: dict[str, str] = {}
     folds: dict[str, int]  # case id -> fold
+    ignore_label: int | None = None  # raw label value left out of the loss and metrics
+    layout: str = "msd"  # the dataset's layout, as detected
+    folds_from: str = "seeded k-fold"  # or splits_final.json
 
     def cases_of_fold(self, fold: int, among: list[str]) -> tuple[list[str], list[str]]:
         """(training, validation) ids among `among` (e.g. the cached cases) for fold `fold`."""

@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from segflow.data import formats
-from segflow.data.msd import case_id_from_path
-from segflow.data.preprocess import image_spacing, is_planar, load_channels, prepare_image, restore_to_shape
+from segflow.data.images import write_label
+from segflow.data.msd import channel_of, split_suffix
+from segflow.data.preprocess import is_planar, load_channels, prepare_image, restore_to_shape
 from segflow.errors import SegflowError
 from segflow.files import atomic_path
 from segflow.inference.postprocessing import apply_postprocessing
@@ -70,10 +71,16 @@ class PredictOptions:
 
 @dataclass(frozen=True)
 class Job:
-    """One input and the label file it gets."""
+    """One input and the label file it gets. `channels`: every file of the input, in channel order
+    (nnU-Net's `case_0000`, `case_0001`, ...); just `source` for a single-file image."""
 
     source: Path
     dest: Path
+    channels: tuple[Path, ...] = ()
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        return self.channels or (self.source,)
 
 
 @dataclass
@@ -110,27 +117,51 @@ def to_stderr(message: str) -> None:
 
 
 def is_input_name(name: str) -> bool:
-    """A .nii, .nii.gz, .png or .tif(f) name: the files predict reads."""
+    """An image file name predict reads (segflow.data.formats: NIfTI, NRRD, MetaImage, PNG/TIF/BMP)."""
     return formats.format_from_name(name) is not None
 
 
+INPUT_KINDS = ".nii/.nii.gz/.nrrd/.mha/.mhd/.png/.tif/.bmp"
+
+
 def input_files(source: Path) -> list[Path]:
-    """An image file, or every .nii/.nii.gz/.png/.tif file in a folder (sorted; not recursive)."""
+    """An image file, or every image file in a folder (sorted; not recursive)."""
     if source.is_dir():
         files = sorted(p for p in source.iterdir() if is_input_name(p.name) and not p.is_dir())
         if not files:
-            raise PredictRefused(f"{source}: folder holds no .nii/.nii.gz/.png/.tif file")
+            raise PredictRefused(f"{source}: folder holds no {INPUT_KINDS} file")
         return files
     if source.is_file():
         if not is_input_name(source.name):
-            raise PredictRefused(f"{source}: not a .nii, .nii.gz, .png or .tif file")
+            raise PredictRefused(f"{source}: not a {INPUT_KINDS} file")
         return [source]
     raise PredictRefused(f"{source}: no such file or folder")
 
 
-def label_name(path: Path) -> str:
-    """The label file's name: `<case>.nii.gz` for a NIfTI, `<stem>.png` for a 2D image."""
-    return f"{path.stem}.png" if is_planar(path) else f"{case_id_from_path(path.name)}.nii.gz"
+def label_suffix(path: Path) -> str:
+    """The label file's format is the input's: NIfTI -> .nii.gz, NRRD -> .nrrd, MetaImage -> .mha
+    (one file, so staging and renaming cannot part a .mhd from its pixel file), 2D -> .png."""
+    kind = formats.format_from_name(path.name)
+    return {"nrrd": ".nrrd", "metaimage": ".mha"}.get(kind, ".png" if is_planar(path) else ".nii.gz")
+
+
+def group_channels(files: list[Path]) -> list[tuple[str, tuple[Path, ...]]]:
+    """(case id, files in channel order) per input: nnU-Net's `case_0000`, `case_0001`, ... of one
+    case and format form one input (an `imagesTs/` folder as it comes); any other file is an input
+    of its own, named by its stem."""
+    groups: dict[tuple[str, str, str], dict[int, Path]] = {}
+    for path in files:
+        stem, suffix = split_suffix(path.name, formats.IMAGE_SUFFIXES)
+        case, index = channel_of(stem)
+        groups.setdefault((str(path.parent), case if index is not None else stem, suffix), {})[
+            index if index is not None else 0] = path
+    return [(case, tuple(by_index[i] for i in sorted(by_index))) for (_, case, _), by_index in groups.items()]
+
+
+def label_name(path: Path, case_id: str | None = None) -> str:
+    """The label file's name: the case id (`case` for `case_0000.nii.gz`) in the input's format."""
+    stem = case_id or channel_of(split_suffix(path.name, formats.IMAGE_SUFFIXES)[0])[0]
+    return f"{stem}{label_suffix(path)}"
 
 
 def nearest_existing(path: Path) -> Path:
@@ -180,7 +211,7 @@ def listed(paths: Sequence[Path], limit: int = 5) -> str:
 
 def refuse_overwriting_inputs(jobs: list[Job]) -> None:
     """A label file that would land on an input (output folder = input folder, or a link)."""
-    inputs = {file_key(job.source) for job in jobs}
+    inputs = {file_key(path) for job in jobs for path in job.files}
     hits = [job.dest for job in jobs if file_key(job.dest) in inputs]
     if hits:
         raise PredictRefused(f"the label files would overwrite the inputs {listed(hits)}: choose another "
@@ -200,7 +231,8 @@ def refuse_replacing(jobs: list[Job], overwrite: bool) -> None:
 
 def plan_jobs(source: Path, output: Path, overwrite: bool = False) -> list[Job]:
     """Every input and its label file, once nothing about names and folders stands in the way."""
-    jobs = [Job(path, output / label_name(path)) for path in input_files(source)]
+    jobs = [Job(files[0], output / label_name(files[0], case), files)
+            for case, files in group_channels(input_files(source))]
     check_output_folder(output)
     refuse_collisions(jobs)
     refuse_overwriting_inputs(jobs)
@@ -311,20 +343,33 @@ def check_file(path: Path) -> None:
                       image_format=format_found(path, found))
 
 
-def read_input(path: Path) -> RawImage:
-    """The checked input as (C, *spatial), read as the pipeline reads a case; any reader failure
-    refuses this file only (rule image_readable)."""
-    check_file(path)
+def check_channel_files(files: Sequence[Path]) -> None:
+    """One file per channel: `_0000`, `_0001`, ... without a gap (a missing channel file is named)."""
+    indices = [channel_of(split_suffix(p.name, formats.IMAGE_SUFFIXES)[0])[1] for p in files]
+    if len(files) > 1 and indices != list(range(len(files))):
+        stem, suffix = split_suffix(files[0].name, formats.IMAGE_SUFFIXES)
+        missing = next(i for i in range(len(files) + 1) if i not in indices)
+        raise refusal("image_present", image_file=files[0].parent / f"{channel_of(stem)[0]}_{missing:04d}{suffix}")
+
+
+def read_input(files: Path | Sequence[Path]) -> RawImage:
+    """The checked input (one file, or one per channel) as (C, *spatial), read as the pipeline
+    reads a case; any reader failure refuses this input only (rule image_readable)."""
+    files = [Path(files)] if isinstance(files, (str, Path)) else list(files)
+    check_channel_files(files)
+    for path in files:
+        check_file(path)
     try:
-        kind = formats.format_from_name(path.name)
-        if kind in ("gzip", "nifti"):
-            check_declared_size(path, gzip_length(path) if kind == "gzip" else path.stat().st_size)
-        image, affine = load_channels(path)
-        spacing = tuple(image_spacing(path, image.ndim - 1))
+        for path in files:
+            kind = formats.format_from_name(path.name)
+            if kind in ("gzip", "nifti"):
+                check_declared_size(path, gzip_length(path) if kind == "gzip" else path.stat().st_size)
+        image, affine, spacing = load_channels(files)
     except InputRefused:
         raise
     except Exception as exc:  # noqa: BLE001 - whatever the reader raises, this file is unreadable
-        raise refusal("image_readable", image_file=path, image_error=f"{type(exc).__name__}: {exc}") from None
+        shown = files[0] if len(files) == 1 else f"{files[0]} (with {len(files) - 1} more channel file(s))"
+        raise refusal("image_readable", image_file=shown, image_error=f"{type(exc).__name__}: {exc}") from None
     return RawImage(image, affine, spacing)
 
 
@@ -337,7 +382,8 @@ def check_fits_network(path: Path, raw: RawImage, bundle: ModelFile) -> None:
     expected = bundle.network_args.get("in_channels", 1)
     if raw.image.shape[0] != expected:
         raise InputRefused("channel_count", f"the image {path} has {raw.image.shape[0]} channel(s); the model "
-                                            f"expects {expected}")
+                                            f"expects {expected} (files named <case>_0000, <case>_0001, ... are "
+                                            "read as the channels of one case, nnU-Net's convention)")
 
 
 def nonfinite_count(image: np.ndarray) -> int:
@@ -468,21 +514,15 @@ def save_planar(dest: Path, labels: np.ndarray) -> None:
 
 
 def save_label(dest: Path, labels: np.ndarray, reference: Path) -> None:
-    """Write a uint8 label NIfTI with the input's affine and header geometry."""
-    import nibabel as nib
-
-    source = nib.load(str(reference))
-    out = nib.Nifti1Image(labels.astype(np.uint8), source.affine, header=source.header)
-    out.set_data_dtype(np.uint8)
-    out.header.set_slope_inter(1, 0)
+    """Write a uint8 label file in `dest`'s format on the input's grid (segflow.data.images)."""
     with atomic_path(dest) as tmp:
-        staged = Path(f"{tmp}.nii.gz")  # nibabel picks gzip from the file name
-        out.to_filename(staged)
+        staged = tmp.with_name(f"{tmp.name}{label_suffix(dest)}")  # the writer picks the format by name
+        write_label(staged, labels, reference)
         staged.replace(tmp)
 
 
 def write_labels(labels: np.ndarray, bundle: ModelFile, job: Job) -> Path:
-    """The label file for the job's input: NIfTI with the input's geometry, or a PNG of the
+    """The label file for the job's input: on the input's grid in its format, or a PNG of the
     delivery's raw mask values for a 2D image."""
     if is_planar(job.source):
         save_planar(job.dest, raw_values(labels, bundle.info.get("label_map") or {}))
@@ -498,7 +538,7 @@ def predict_one(job: Job, predictor: Predictor, options: PredictOptions, log: Lo
         log(f"{position} {message}")
 
     try:
-        raw = read_input(job.source)
+        raw = read_input(job.files)
         check_fits_network(job.source, raw, predictor.bundle)
         raw, notes = finite_input(job.source, raw, options.repair_nonfinite, file_log)
     except InputRefused as exc:

@@ -14,6 +14,15 @@ def one_hot(labels: np.ndarray, n_classes: int) -> torch.Tensor:
     return torch.nn.functional.one_hot(tensor, n_classes).movedim(-1, 0)[None].float()
 
 
+def without_ignored(prediction: np.ndarray, truth: np.ndarray, ignore_label: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Both maps with the voxels the truth labels `ignore_label` set to background, so they count
+    for no class (nnU-Net's ignore label); unchanged when there is none."""
+    if ignore_label is None:
+        return prediction, truth
+    ignored = np.asarray(truth) == ignore_label
+    return np.where(ignored, 0, prediction), np.where(ignored, 0, truth)
+
+
 def dice_per_class(prediction: np.ndarray, truth: np.ndarray, n_classes: int) -> list[float]:
     """Dice of each foreground class (1..K-1); 1.0 when both are empty (MONAI's ignore_empty=False)."""
     from monai.metrics import DiceMetric

@@ -27,15 +27,38 @@ class StackedHeadsLoss(torch.nn.Module):
         return self.deep_supervision(output, target)
 
 
-def build_loss(model_cfg) -> torch.nn.Module:
-    """DiceCELoss on one-hot labels and softmax logits; wrapped per head where the network has them.
+class IgnoringDiceCELoss(torch.nn.Module):
+    """Dice + cross-entropy that leaves voxels labelled `ignore` out, as nnU-Net does with its
+    ignore label: Dice over the other voxels (MONAI's MaskedDiceLoss), cross-entropy averaged over
+    them (a batch of only ignored voxels contributes no cross-entropy rather than NaN)."""
+
+    def __init__(self, ignore: int):
+        from monai.losses import MaskedDiceLoss
+
+        super().__init__()
+        self.ignore = ignore
+        self.dice = MaskedDiceLoss(to_onehot_y=True, softmax=True)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        kept = target != self.ignore
+        classes = torch.where(kept, target, torch.zeros_like(target))
+        dice = self.dice(logits, classes, mask=kept.to(logits.dtype))
+        per_voxel = torch.nn.functional.cross_entropy(logits, target[:, 0].long(), ignore_index=self.ignore,
+                                                      reduction="sum")
+        return dice + per_voxel / kept.sum().clamp(min=1)
+
+
+def build_loss(model_cfg, ignore_label: int | None = None) -> torch.nn.Module:
+    """DiceCELoss on one-hot labels and softmax logits (voxels of `ignore_label` left out); wrapped
+    per head where the network has them.
 
     Args:
         model_cfg: the `model:` section (name plus MONAI constructor arguments).
+        ignore_label: the dataset's ignore label (nnU-Net v2), or None.
     """
     from monai.losses import DiceCELoss
 
-    loss = DiceCELoss(to_onehot_y=True, softmax=True)
+    loss = DiceCELoss(to_onehot_y=True, softmax=True) if ignore_label is None else IgnoringDiceCELoss(ignore_label)
     if supports_deep_supervision(model_cfg.name, model_cfg.network_args()):
         return StackedHeadsLoss(loss)
     return loss

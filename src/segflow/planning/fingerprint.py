@@ -8,7 +8,6 @@ more memory than a small one and the result is reproducible) and class frequenci
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from segflow.data import preprocess
+from segflow.data.manifest import case_image_paths
 
 FORMAT = "segflow-fingerprint/1"
 SAMPLES_PER_CASE = 10_000
@@ -32,13 +32,6 @@ class CaseFacts:
     class_voxels: dict[int, int]
 
 
-def case_image_paths(data_root: Path, row: pd.Series) -> list[Path]:
-    """Every image file of a manifest row: `image_channels` (one file per channel) or `image`."""
-    channels = row.get("image_channels")
-    listed = json.loads(channels) if isinstance(channels, str) and channels.strip() else []
-    return [data_root / rel for rel in (listed or [row["image"]])]
-
-
 def sample_foreground(image: np.ndarray, label: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
     """Per channel, up to SAMPLES_PER_CASE intensities at voxels labelled > 0 (the same voxels
     for every channel)."""
@@ -50,14 +43,14 @@ def sample_foreground(image: np.ndarray, label: np.ndarray, rng: np.random.Gener
 
 def describe_case(image_paths: list[Path], label_path: Path, label_map: dict[int, int] | None,
                   rng: np.random.Generator) -> CaseFacts:
-    image, _ = preprocess.load_channels(image_paths)
-    label = preprocess.to_label(preprocess.load_array(label_path)[0], label_map)
+    image, _, spacing = preprocess.load_channels(image_paths)
+    label = preprocess.read_label(label_path, label_map)[0]
     if label.shape != image.shape[1:]:
         raise ValueError(f"{label_path}: label shape {list(label.shape)} differs from the image's "
                          f"{list(image.shape[1:])}")
     values, counts = np.unique(label, return_counts=True)
     return CaseFacts(
-        spacing=preprocess.image_spacing(image_paths[0], image.ndim - 1),
+        spacing=list(spacing),
         shape=[int(n) for n in image.shape[1:]],
         foreground=sample_foreground(image, label, rng),
         class_voxels={int(v): int(c) for v, c in zip(values, counts, strict=True)},

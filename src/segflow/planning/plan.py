@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from segflow.config import AUTO, ConfigError, Params, parse_params
+from segflow.config import AUTO, PLANNED_SECTIONS, ConfigError, Params, parse_params
 from segflow.data.preprocess import ChannelNormalisation, Preprocessing
 from segflow.files import load_json_model, write_json
 
@@ -66,8 +66,9 @@ def resolve_params(params: Params, plan: Plan) -> Params:
         raise ConfigError(f"the plan is for a {plan.spatial_dims}D {plan.network} but params.yaml asks for a "
                           f"{params.model.spatial_dims}D {params.model.name}; rerun the plan stage")
     raw, values = params.model_dump(by_alias=True), plan_values(plan)
-    for section, keys in raw.items():
-        for key in [k for k, v in keys.items() if v == AUTO] if isinstance(keys, dict) else []:
+    for section in PLANNED_SECTIONS:
+        keys = raw[section]
+        for key in [k for k, v in keys.items() if v == AUTO]:
             if key not in values.get(section, {}):
                 raise ConfigError(f"{section}.{key} is auto but the plan has no value for it")
             keys[key] = values[section][key]

@@ -427,6 +427,14 @@ def describe_network(ctx: NetworkContext, args: dict) -> str:
             f"an axis halves while it keeps >= {MIN_BOTTLENECK_SIDE} voxels, at most {MAX_LEVELS} levels)")
 
 
+def describe_channels(params: Params, args: dict) -> str:
+    """Where in_channels and out_channels come from."""
+    told = [f"{key}={args[key]} from the dataset's {what}" for key, what in
+            (("in_channels", "image channels"), ("out_channels", "classes (ignore label left out)"))
+            if getattr(params.model, key) == AUTO]
+    return "; ".join(told) or "model.in_channels and model.out_channels are explicit"
+
+
 def network_memory(ctx: NetworkContext, args: dict, patch: list[int], budget: Budget, why_patch: str) -> MemoryModel:
     """The memory model of the planned network; a patch it cannot run on is a ConfigError."""
     try:
@@ -440,20 +448,30 @@ def check_fingerprint(fingerprint: dict, params: Params) -> None:
     if fingerprint.get("spatial_dims") != params.model.spatial_dims:
         raise ConfigError(f"model.spatial_dims is {params.model.spatial_dims} but the fingerprint is "
                           f"{fingerprint.get('spatial_dims')}D; rerun the plan stage")
-    if fingerprint["n_channels"] != params.model.in_channels:
+    if params.model.in_channels not in (AUTO, fingerprint["n_channels"]):
         raise ConfigError(f"model.in_channels is {params.model.in_channels} but the cases have "
-                          f"{fingerprint['n_channels']} channel(s)")
+                          f"{fingerprint['n_channels']} channel(s); set it to auto or {fingerprint['n_channels']}")
     check_classes(fingerprint.get("labels"), params)
 
 
 def check_classes(labels: dict[str, str] | None, params: Params) -> None:
     """model.out_channels must be the number of declared classes (one output per class), caught
     here rather than when training starts."""
-    if labels is None or len(labels) == params.model.out_channels:
+    if labels is None or params.model.out_channels in (AUTO, len(labels)):
         return
-    source = "dataset.json labels" if params.data.layout == "msd" else "data.labels"
+    source = "data.labels" if params.data.layout == "folders2d" else "dataset.json labels"
     raise ConfigError(f"model.out_channels is {params.model.out_channels} but the {source} declare "
-                      f"{len(labels)} classes ({labels}); set model.out_channels to {len(labels)}")
+                      f"{len(labels)} classes ({labels}); set model.out_channels to auto or {len(labels)}")
+
+
+def dataset_channels(fingerprint: dict, params: Params) -> dict:
+    """The network's constructor arguments with in/out channels taken from the dataset where auto."""
+    args = params.model.network_args()
+    if args.get("in_channels") == AUTO:
+        args["in_channels"] = int(fingerprint["n_channels"])
+    if args.get("out_channels") == AUTO:
+        args["out_channels"] = len(fingerprint["labels"])
+    return args
 
 
 def plan_spacing(fingerprint: dict, params: Params) -> tuple[list[float], str]:
@@ -485,7 +503,7 @@ def make_plan(fingerprint: dict, params: Params, cuda_available: bool | None = N
     median_shape = median_resampled_shape(fingerprint["shapes"], fingerprint["spacings"], spacing)
     normalisation, reasons["normalisation"] = plan_normalisation(fingerprint, params.preprocess.normalisation)
     budget = Budget(device, params.train.memory_budget_gb, params.train.amp and device == "cuda")
-    ctx = NetworkContext(params.model.name, params.model.network_args(), spacing, device)
+    ctx = NetworkContext(params.model.name, dataset_channels(fingerprint, params), spacing, device)
     patch = explicit_patch_size(params)
     if patch is None:
         patch, args, reasons["patch_size"] = plan_patch_size(ctx, median_shape, budget)
@@ -493,6 +511,7 @@ def make_plan(fingerprint: dict, params: Params, cuda_available: bool | None = N
         args = complete_network_args(ctx, patch)
         reasons["patch_size"] = describe_explicit_patch(ctx, patch, args)
     reasons["network_args"] = describe_network(ctx, args)
+    reasons["channels"] = describe_channels(params, args)
     memory = network_memory(ctx, args, patch, budget, reasons["patch_size"])
     if params.train.batch_size != AUTO:
         batch, reasons["batch_size"] = params.train.batch_size, "train.batch_size is explicit"

@@ -18,7 +18,7 @@ from segflow.files import write_json
 from segflow.inference.postprocessing import apply_postprocessing, choose_postprocessing, keep_largest_component
 from segflow.inference.sliding_window import pick_device, predict_labels
 from segflow.metrics.per_case import CASE_ID, DICE, FOLD, HD95, raw_dice_column, score_column, write_per_case
-from segflow.metrics.segmentation import dice_per_class, hd95_per_class
+from segflow.metrics.segmentation import dice_per_class, hd95_per_class, without_ignored
 from segflow.models.model_file import ModelFile, load_model_file
 from segflow.paths import Paths
 
@@ -44,26 +44,28 @@ def class_names_of(bundle: ModelFile) -> list[str]:
     return [bundle.labels[k].lower() for k in sorted(bundle.labels, key=int)][1:]
 
 
-def score_both(prediction: np.ndarray, item: dict, names: list[str], spacing, hd95: bool) -> dict:
+def score_both(prediction: np.ndarray, item: dict, names: list[str], spacing, hd95: bool,
+               ignore_label: int | None = None) -> dict:
     """Scores of the raw prediction and of the prediction with every class's largest component kept
-    (a class's score depends only on its own mask, so one pass serves every class)."""
-    truth = item["label"][0]
+    (a class's score depends only on its own mask, so one pass serves every class); voxels of the
+    ignore label count for no class."""
     cleaned = keep_largest_component(prediction, list(range(1, len(names) + 1)))
-    return {**score_case(prediction, truth, names, spacing, hd95),
-            **score_case(cleaned, truth, names, spacing, hd95, suffix=LCC)}
+    return {**score_case(*without_ignored(prediction, item["label"][0], ignore_label), names, spacing, hd95),
+            **score_case(*without_ignored(cleaned, item["label"][0], ignore_label), names, spacing, hd95,
+                         suffix=LCC)}
 
 
 def evaluate_fold(params: Params, paths: Paths, fold: int, spacing: dict) -> tuple[list[dict], dict]:
     """Rows for the fold's validation cases, and the fold model's predictions for overlays."""
     bundle = load_model_file(paths.model_for(fold))
     nets, names, cfg = bundle.build(pick_device()), class_names_of(bundle), params.evaluate
-    rows, predictions = [], {}
+    rows, predictions, ignore_label = [], {}, Splits.load(paths.splits).ignore_label
     for item in PreprocessedCache(paths.preprocessed).load(validation_cases(paths, fold)):
         prediction = predict_labels(nets, item["image"], bundle.patch_size, tta=cfg.tta,
                                     sw_batch_size=cfg.sw_batch_size, overlap=cfg.sw_overlap)
         case_spacing = spacing[item["case_id"]]["spacing"]
         rows.append({"case_id": item["case_id"], "fold": fold,
-                     **score_both(prediction, item, names, case_spacing, cfg.hd95)})
+                     **score_both(prediction, item, names, case_spacing, cfg.hd95, ignore_label)})
         if len(predictions) < cfg.overlay_cases:
             predictions[item["case_id"]] = (item, prediction)
     return rows, predictions
@@ -105,14 +107,15 @@ def summarise(per_case: pd.DataFrame, class_names: list[str]) -> dict:
     return metrics
 
 
-def write_overlays(paths: Paths, predictions: dict, names: list[str], decision: dict, tracker) -> None:
+def write_overlays(paths: Paths, predictions: dict, names: list[str], decision: dict, tracker,
+                   ignore_label: int | None = None) -> None:
     from segflow.reporting.figures import plot_prediction
 
     paths.overlays.mkdir(parents=True, exist_ok=True)
     overlays = []
     for case_id, (item, prediction) in predictions.items():
         final = apply_postprocessing(prediction, decision)
-        scores = dice_per_class(final, item["label"][0], len(names) + 1)
+        scores = dice_per_class(*without_ignored(final, item["label"][0], ignore_label), len(names) + 1)
         dest = paths.overlays / f"{case_id}.png"
         plot_prediction(case_id, item["image"][0], item["label"][0], final, list(scores), dest)
         overlays.append(dest)
@@ -132,7 +135,7 @@ def run(params: Params, paths: Paths, tracker=None) -> tuple[dict, pd.DataFrame,
     decision = (choose_postprocessing(scores, names) if params.evaluate.postprocess
                 else {"keep_largest_component": [], "rule": "evaluate.postprocess is false"})
     per_case = apply_decision(scores, names, decision)
-    write_overlays(paths, predictions, names, decision, tracker)
+    write_overlays(paths, predictions, names, decision, tracker, Splits.load(paths.splits).ignore_label)
     return summarise(per_case, names), per_case, decision
 
 

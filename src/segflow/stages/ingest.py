@@ -7,9 +7,10 @@ from pathlib import Path
 import pandas as pd
 
 from segflow.config import DataConfig, Params
+from segflow.data.layouts import read_layout
 from segflow.data.manifest import build_manifest
-from segflow.data.msd import MsdDataset, read_msd_dataset
-from segflow.data.splits import Splits, kfold_split
+from segflow.data.msd import MsdDataset
+from segflow.data.splits import NNUNET_SPLITS, Splits, kfold_split, nnunet_folds
 from segflow.files import write_csv
 from segflow.paths import Paths
 
@@ -32,31 +33,42 @@ def build_splits(manifest: pd.DataFrame, n_folds: int, seed: int) -> dict[str, i
 
 
 def read_dataset(cfg: DataConfig, root: Path) -> MsdDataset:
-    """The delivery in its layout; for 2D folders the declared labels are the raw mask values."""
-    if cfg.layout == "msd":
-        return read_msd_dataset(root)
-    from segflow.data.folders2d import read_folder_dataset
-
-    mapping = cfg.label_map or {k: k for k in cfg.labels}
-    raw_names = {raw: cfg.labels[target] for raw, target in mapping.items()}
-    return read_folder_dataset(root, image_dir=cfg.image_dir, label_dir=cfg.label_dir, labels=raw_names)
+    """The delivery in its layout (detected for `auto`); for 2D folders the declared labels are
+    the raw mask values of data.labels / data.label_map."""
+    raw_names = None
+    if cfg.labels:
+        mapping = cfg.label_map or {k: k for k in cfg.labels}
+        raw_names = {raw: cfg.labels[target] for raw, target in mapping.items()}
+    return read_layout(root, cfg.layout, cfg.image_dir, cfg.label_dir, raw_names)
 
 
 def class_labels(cfg: DataConfig, dataset: MsdDataset) -> dict[str, str]:
-    """Class index -> name as the network sees them (after any label_map)."""
-    labels = cfg.labels if cfg.layout == "folders2d" else dataset.labels
+    """Class index -> name as the network sees them (after any label_map; no ignore label)."""
+    labels = cfg.labels if dataset.layout == "folders2d" else dataset.class_labels
     return {str(k): v for k, v in sorted(labels.items())}
+
+
+def dataset_folds(params: Params, root: Path, manifest: pd.DataFrame) -> tuple[int, dict[str, int], str]:
+    """(number of folds, case -> fold, where they come from): nnU-Net's splits_final.json beside
+    the dataset when there is one (results then compare with nnU-Net's on the same folds), else
+    segflow's seeded k-fold over content groups."""
+    listed = sorted(set(manifest.loc[manifest["listed"].astype(bool), "case_id"]))
+    if (root / NNUNET_SPLITS).is_file():
+        folds = nnunet_folds(root / NNUNET_SPLITS, listed)
+        return max(folds.values()) + 1, folds, NNUNET_SPLITS
+    return params.split.n_folds, build_splits(manifest, params.split.n_folds, params.split.seed), "seeded k-fold"
 
 
 def run(params: Params, paths: Paths) -> tuple[pd.DataFrame, Splits]:
     dataset = read_dataset(params.data, paths.root / params.data.root)
     # A DVC cache of link type (`dvc config cache.type symlink`) links tracked files in from here.
     manifest = build_manifest(dataset, link_roots=(paths.root / DVC_CACHE,))
-    splits = Splits(n_folds=params.split.n_folds, seed=params.split.seed, dataset=dataset.name,
+    n_folds, folds, source = dataset_folds(params, paths.root / params.data.root, manifest)
+    splits = Splits(n_folds=n_folds, seed=params.split.seed, dataset=dataset.name,
                     labels=class_labels(params.data, dataset),
                     label_values=sorted(int(k) for k in dataset.labels),
                     modality={str(k): v for k, v in dataset.modality.items()},
-                    folds=build_splits(manifest, params.split.n_folds, params.split.seed))
+                    folds=folds, ignore_label=dataset.ignore_label, layout=dataset.layout, folds_from=source)
     return manifest, splits
 
 
@@ -73,5 +85,5 @@ def main(params: Params, paths: Paths, tracker=None) -> dict:
     return {
         "cases": int(manifest["listed"].sum()),
         "orphans": int((~manifest["listed"]).sum()),
-        "folds": params.split.n_folds,
+        "folds": splits.n_folds,
     }

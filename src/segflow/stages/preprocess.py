@@ -11,6 +11,7 @@ import pandas as pd
 
 from segflow.config import Params
 from segflow.data.cache import PreprocessedCache
+from segflow.data.manifest import case_image_paths
 from segflow.data.preprocess import load_case
 from segflow.paths import Paths
 from segflow.validation.report import ValidationReport
@@ -23,7 +24,7 @@ def preprocess_cases(data_root: Path, manifest: pd.DataFrame, kept: list[str], c
     index = {}
     for case_id in kept:
         row = rows.loc[case_id]
-        volume = load_case(data_root / row["image"], data_root / row["label"], label_map, preprocessing)
+        volume = load_case(case_image_paths(data_root, row), data_root / row["label"], label_map, preprocessing)
         index[case_id] = cache.write_case(case_id, volume, json.loads(row["image_spacing"]))
     return index
 

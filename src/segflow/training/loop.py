@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from segflow.inference.sliding_window import autocast, predict_labels
-from segflow.metrics.segmentation import dice_per_class
+from segflow.metrics.segmentation import dice_per_class, without_ignored
 
 
 def memory_format(channels_last: bool, spatial_dims: int) -> torch.memory_format:
@@ -49,9 +49,12 @@ def train_epoch(net, loader, loss_fn, optimizer, scaler, device, amp: bool, prog
     return float(np.mean(losses))
 
 
-def validate(net, items: list[dict], patch_size: list[int], n_classes: int, amp: bool) -> list[float]:
-    """Mean Dice per foreground class over the validation cases (sliding window, whole volumes)."""
+def validate(net, items: list[dict], patch_size: list[int], n_classes: int, amp: bool,
+             ignore_label: int | None = None) -> list[float]:
+    """Mean Dice per foreground class over the validation cases (sliding window, whole volumes),
+    voxels of the ignore label left out."""
     net.eval()
-    scores = [dice_per_class(predict_labels(net, it["image"], patch_size, amp=amp), it["label"][0], n_classes)
+    scores = [dice_per_class(*without_ignored(predict_labels(net, it["image"], patch_size, amp=amp), it["label"][0],
+                                              ignore_label), n_classes)
               for it in items]
     return [float(v) for v in np.mean(scores, axis=0)]

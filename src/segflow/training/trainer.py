@@ -94,12 +94,13 @@ class Trainer:
         self.device = D.process_device(training_device(cfg.device))
         self.amp = cfg.amp and self.device.type == "cuda"
         self.labels = class_names(paths, params)
+        self.ignore_label = Splits.load(paths.splits).ignore_label
         train_ids, val_ids = split_cases(paths, params)
         self.fingerprint = resume_fingerprint(params, paths, train_ids, code_digest or {})
         torch.manual_seed(params.seed)
         layout = loop.memory_format(cfg.channels_last, params.model.spatial_dims)
         self.net = build_network(params.model.name, params.model.network_args()).to(self.device, memory_format=layout)
-        self.loss_fn = build_loss(params.model)
+        self.loss_fn = build_loss(params.model, self.ignore_label)
         self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)
         self.loader = self.build_loader(train_ids)
@@ -152,7 +153,7 @@ class Trainer:
         if epoch + 1 != cfg.epochs and (epoch + 1) % cfg.val_every:
             return None
         return loop.validate(self.net, self.val_items, self.params.preprocess.patch_size,
-                             self.params.model.out_channels, self.amp)
+                             self.params.model.out_channels, self.amp, self.ignore_label)
 
     def fit(self) -> TrainState:
         total = self.params.train.epochs

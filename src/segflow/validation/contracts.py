@@ -233,6 +233,36 @@ def population_rules(outlier_z: float) -> list[Rule]:
     ]
 
 
+def descriptor_rules() -> list[Rule]:
+    """What the descriptor itself declares wrongly (nnU-Net v2's dataset.json), judged once."""
+    return [
+        Rule("labels_consecutive", "error", _in_set("labels_consecutive", [True]),
+             "{descriptor} declares the label values {declared_label_values}; they must be consecutive "
+             "from 0 (0, 1, 2, ...), as nnU-Net v2 requires", "descriptor", "dataset"),
+        Rule("file_ending_matches", "error", _in_set("file_ending_found", [True]),
+             "{descriptor} declares the file_ending {file_ending} but no file in imagesTr or labelsTr has it "
+             "(they are listed as orphans)", "descriptor", "dataset"),
+        Rule("declared_case_count", "warning", _in_set("case_count_matches", [True]),
+             "{descriptor} says numTraining is {declared_cases} but the folders hold {found_cases} case(s); "
+             "the cases found are used", "descriptor", "dataset"),
+    ]
+
+
+def descriptor_row(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row of the descriptor facts (nnU-Net v2); empty for layouts that have none."""
+    if frame.empty or "labels_consecutive" not in frame or frame["labels_consecutive"].isna().all():
+        return frame.iloc[:0]
+    row = frame.iloc[:1].copy()
+    found = int(frame.loc[frame["listed"].astype(bool), "case_id"].nunique())
+    declared = row["declared_cases"].iloc[0]
+    row["found_cases"] = found
+    row["declared_cases"] = "not given" if pd.isna(declared) else int(declared)
+    row["case_count_matches"] = bool(pd.isna(declared) or int(declared) == found)
+    for column in ("labels_consecutive", "file_ending_found"):
+        row[column] = row[column].map(lambda v: str(v).lower() == "true")
+    return row
+
+
 def _label_present_rule(value: int, severity: Severity) -> Rule:
     return Rule("declared_label_present", severity, lambda: _ex().ExpectColumnMaxToBeBetween(
                     column=f"label_voxels_{value}", min_value=1),
@@ -588,7 +618,9 @@ def check_manifest(manifest: pd.DataFrame, declared_labels: list[int], rules: Va
     kept = [c for c in dict.fromkeys(listed["case_id"]) if c not in quarantined]
     usable = _usable(listed, kept)
     population = with_population_features(usable, declared_labels, folds)
-    delivery = (listing + judge(orphan_rows(frame), orphan_rules(), "orphan_rules")
+    descriptor = descriptor_row(frame)
+    delivery = (listing + (judge(descriptor, descriptor_rules(), "descriptor_rules") if len(descriptor) else [])
+                + judge(orphan_rows(frame), orphan_rules(), "orphan_rules")
                 + _by_case_order(judge(population, population_rules(rules.outlier_z), "population_rules"), usable)
                 + judge(population, dataset_rules(rules.min_cases, declared_labels, rules.foreground_labels),
                         "dataset_rules"))
