@@ -10,8 +10,8 @@ for), judged on the median of the per-round ratios (steadier than the ratio of t
 other work shares the cores; see train_throughput.py).
 
 Decodes are counted by wrapping, in this process and (through shared counters) in forked loader
-workers: `segflow.data.preprocess.read_volume` (the preprocessed-cache reader), `numpy.load` (the
-.npz opens) and `nibabel.load` (NIfTI), separately for building the Trainer, epoch 1, epoch 2 and
+workers: `segflow.data.cache.PreprocessedCache.load` (the preprocessed-cache reader), `numpy.load` (the
+.npy opens) and `nibabel.load` (NIfTI), separately for building the Trainer, epoch 1, epoch 2 and
 the later epochs. Results: bench/results/data_throughput.json.
 
 `--baseline-src DIR` adds the loader built from another source tree (before/after a change, in the
@@ -46,7 +46,7 @@ from bench.train_throughput import (
     warn_if_noisy,
 )
 
-COUNTED = ("read_volume", "numpy.load", "nibabel.load")
+COUNTED = ("PreprocessedCache.load", "numpy.load", "nibabel.load")
 
 
 class DecodeCounter:
@@ -70,12 +70,11 @@ class DecodeCounter:
         import nibabel
         import numpy
 
-        from segflow.data import cache, preprocess
+        from segflow.data import cache
 
         numpy.load = self.wrap("numpy.load", numpy.load)
         nibabel.load = self.wrap("nibabel.load", nibabel.load)
-        reader = self.wrap("read_volume", preprocess.read_volume)
-        preprocess.read_volume = cache.read_volume = reader
+        cache.PreprocessedCache.load = self.wrap("PreprocessedCache.load", cache.PreprocessedCache.load)
 
     def snapshot(self) -> dict[str, int]:
         return {name: value.value for name, value in self.values.items()}

@@ -245,10 +245,8 @@ class BareLoop:
         params, cfg = trainer.params, trainer.params.train
         self.device, self.amp = trainer.device, trainer.amp
         train_ids, _ = split_cases(trainer.paths, params)
-        items = []
-        for case_id in train_ids:
-            with np.load(trainer.paths.preprocessed / f"{case_id}.npz") as data:
-                items.append({"image": data["image"], "label": data["label"]})
+        items = [{"image": np.load(trainer.paths.preprocessed / f"{case_id}.image.npy"),
+                  "label": np.load(trainer.paths.preprocessed / f"{case_id}.label.npy")} for case_id in train_ids]
         cached, random = build_training_transforms(params.augment, params.preprocess.patch_size, params.model.spatial_dims)
         dataset = CacheDataset(items, Compose(cached + random), cache_rate=1.0, num_workers=0, progress=False)
         loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, collate_fn=list_data_collate)

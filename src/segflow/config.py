@@ -106,6 +106,7 @@ class PreprocessConfig(Section):
     patch_size: Annotated[list[int], Field(min_length=2, max_length=3)] | Auto = AUTO
     target_spacing: Annotated[list[float], Field(min_length=2, max_length=3)] | Auto = AUTO  # mm per axis
     normalisation: Literal["auto", "zscore", "ct"] = AUTO  # auto: ct for CT modality, else zscore
+    num_workers: int = Field(0, ge=0)  # processes preparing cases in parallel; 0: one per CPU core
 
     @field_validator("patch_size", "target_spacing")
     @classmethod
@@ -181,6 +182,18 @@ class TrainConfig(Section):
     channels_last: bool = True  # train in channels-last memory layout (faster convolutions)
     amp: bool = True
     val_every: int = Field(5, ge=1)
+    # Optimiser steps per epoch; auto: one pass over the fold's training cases, at most
+    # MAX_AUTO_ITERATIONS (nnU-Net's 250), so epoch time stops growing with the dataset.
+    iterations_per_epoch: Annotated[int, Field(ge=1)] | Auto = AUTO
+    # Training cases are held in memory while they fit this budget per process (GB, with the
+    # foreground indices the patch sampler keeps); beyond it patches are read from the
+    # memory-mapped cache on disk, so memory stays flat however many cases there are.
+    cache_ram_gb: float = Field(4.0, ge=0)
+
+
+MAX_AUTO_ITERATIONS = 250
+# `auto` keys that are not the plan's to fill: resolved where their inputs are known.
+RUNTIME_AUTO = ("train.iterations_per_epoch",)
 
 
 class EvaluateConfig(Section):
@@ -227,7 +240,8 @@ class Params(Section):
         """The dotted keys still set to `auto` that the plan fills (data.layout is detected by ingest)."""
         dumped = self.model_dump(by_alias=True)
         return [f"{section}.{key}" for section, values in dumped.items() if isinstance(values, dict)
-                for key, value in values.items() if value == AUTO and section in PLANNED_SECTIONS]
+                for key, value in values.items()
+                if value == AUTO and section in PLANNED_SECTIONS and f"{section}.{key}" not in RUNTIME_AUTO]
 
     @model_validator(mode="after")
     def _dims_agree(self) -> Params:

@@ -12,12 +12,9 @@ from conftest import save_nifti, synthetic_case
 from segflow.data.preprocess import (
     ChannelNormalisation,
     Preprocessing,
-    Volume,
     load_case,
     normalise_channel,
-    read_volume,
     restore_to_shape,
-    save_volume,
 )
 
 ZSCORE = ChannelNormalisation(scheme="zscore")
@@ -111,18 +108,6 @@ def test_restore_to_shape_returns_the_input_grid_and_the_same_labels(tmp_path, a
 def test_restore_to_the_same_shape_changes_nothing():
     probabilities = np.random.default_rng(0).random((2, 5, 6, 7)).astype(np.float32)
     np.testing.assert_array_equal(restore_to_shape(probabilities, [5, 6, 7]), probabilities)
-
-
-def test_saved_volumes_keep_their_original_shape_and_spacing(tmp_path):
-    volume = Volume(np.zeros((1, 4, 4, 4), np.float32), np.zeros((1, 4, 4, 4), np.uint8), np.eye(4), (2, 2, 2),
-                    (0.5, 0.5, 0.5))
-    save_volume(tmp_path / "case.npz", volume)
-    read = read_volume(tmp_path / "case.npz")
-    assert (read.original_shape, read.spacing) == ((2, 2, 2), (0.5, 0.5, 0.5))
-
-    save_volume(tmp_path / "plain.npz", Volume(volume.image, volume.label, volume.affine))
-    read = read_volume(tmp_path / "plain.npz")
-    assert (read.original_shape, read.spacing) == (None, None)
 
 
 def test_2d_images_have_unit_spacing_and_are_never_resampled_at_unit_target(tmp_path):

@@ -12,7 +12,8 @@ from conftest import REPO, assert_same_up_to_float32_order
 from training_fixtures import NET_ARGS, PATCH, synthetic_cache, tiny_params, write_fold_project  # noqa: F401
 
 from segflow.config import load_params
-from segflow.data.preprocess import Volume, save_volume
+from segflow.data.cache import PreprocessedCache
+from segflow.data.preprocess import Volume
 from segflow.errors import StageFailed
 from segflow.models.factory import build_network
 from segflow.models.model_file import load_model_file, save_model_file
@@ -43,7 +44,8 @@ def test_cuda_without_a_gpu_is_a_clear_error():
 
 def cache_case(paths: Paths, case: str, value: float) -> None:
     image = np.full((1, 4, 4, 4), value, np.float32)
-    save_volume(paths.preprocessed / f"{case}.npz", Volume(image, np.zeros((1, 4, 4, 4), np.uint8), np.eye(4)))
+    PreprocessedCache(paths.preprocessed).write_case(case, Volume(image, np.zeros((1, 4, 4, 4), np.uint8), np.eye(4)),
+                                                     [1.0, 1.0, 1.0])
 
 
 def test_resume_fingerprint_changes_with_cached_data_params_and_code(tmp_path):

@@ -18,7 +18,8 @@ import yaml
 from conftest import REPO, merge
 
 from segflow.config import AugmentConfig, parse_params
-from segflow.data.preprocess import Volume, save_volume
+from segflow.data.cache import PreprocessedCache
+from segflow.data.preprocess import Volume
 
 REPO_PARAMS = REPO / "params.yaml"
 NET_ARGS = dict(spatial_dims=3, in_channels=1, out_channels=3, channels=[4, 8], strides=[2], num_res_units=1)
@@ -54,7 +55,7 @@ def synthetic_cache(tmp_path) -> Path:
         label[0, x:x + 6, y:y + 6, z:z + 8] = 1
         label[0, x + 6:x + 12, y:y + 6, z:z + 8] = 2
         image = (label.astype(np.float32) + rng.normal(0, 0.5, label.shape)).astype(np.float32)
-        save_volume(cache / f"{case_id}.npz", Volume(image, label, np.eye(4)))
+        PreprocessedCache(cache).write_case(case_id, Volume(image, label, np.eye(4)), [1.0, 1.0, 1.0])
     return cache
 
 
@@ -76,7 +77,7 @@ def write_fold_project(root: Path, cache: Path) -> None:
     from segflow.data.splits import Splits
 
     shutil.copytree(cache, root / "artifacts" / "preprocessed")
-    entries = {case: {"file": f"{case}.npz", "shape": [], "spacing": [1.0, 1.0, 1.0]} for case in CASES}
+    entries = {case: {"shape": [24, 24, 24], "channels": 1, "spacing": [1.0, 1.0, 1.0]} for case in CASES}
     (root / "artifacts" / "preprocessed" / "index.json").write_text(json.dumps({"cases": entries}))
     folds = {case: int(i >= 2) for i, case in enumerate(CASES)}  # fold 0: 2 validation, 3 training cases
     Splits(n_folds=2, seed=0, dataset="Tiny", labels=LABELS, label_values=[0, 1, 2], folds=folds).save(

@@ -79,10 +79,24 @@ def check_metaimage_data_file(path: Path) -> None:
     so a header can never make segflow read a file outside the delivery."""
     if path.suffix.lower() != ".mhd":
         return
-    found = _DATA_FILE.search(path.read_text(errors="replace")[:65536])
-    name = found.group(1) if found else ""
+    name = metaimage_data_file(path)
     if not name or "/" in name or "\\" in name or name in (".", "..") or name.upper() == "LIST":
         raise ValueError(f"its ElementDataFile {name!r} is not a file name beside the header")
+
+
+def metaimage_data_file(path: Path) -> str:
+    """The pixel file a `.mhd` header names (ElementDataFile), as written; '' when it names none."""
+    found = _DATA_FILE.search(Path(path).read_text(errors="replace")[:65536])
+    return found.group(1) if found else ""
+
+
+def companion_files(path: Path) -> list[str]:
+    """Files beside `path` that reading it opens too (a `.mhd` header's pixel file), by name; the
+    manifest checks where they lead before anything is read."""
+    if Path(path).suffix.lower() != ".mhd" or not Path(path).is_file():
+        return []
+    name = metaimage_data_file(path)
+    return [name] if name and "/" not in name and "\\" not in name and name not in (".", "..") else []
 
 
 def itk_affine(direction: np.ndarray, spacing, origin) -> np.ndarray:
@@ -99,12 +113,14 @@ def _read_itk(path: Path) -> ImageFile:
 
     check_metaimage_data_file(path)
     image = sitk.ReadImage(str(path))
-    spatial = image.GetDimension()
-    array = sitk.GetArrayFromImage(image)  # (z, y, x[, c])
-    channel_axes = array.ndim - spatial
-    array = np.transpose(array, (*range(spatial - 1, -1, -1), *range(spatial, spatial + channel_axes)))
-    affine = itk_affine(image.GetDirection(), image.GetSpacing(), image.GetOrigin())
-    return ImageFile(array, str(array.dtype), _spacing(image.GetSpacing()), affine, spatial,
+    dims = image.GetDimension()
+    array = sitk.GetArrayFromImage(image)  # ([t,] z, y, x[, components])
+    # ITK's axes reversed to x, y, z[, t], vector components after them; a 4th axis is channels.
+    array = np.transpose(array, (*range(dims - 1, -1, -1), *range(dims, array.ndim)))
+    spatial = min(dims, 3)
+    direction = np.asarray(image.GetDirection()).reshape(dims, dims)[:spatial, :spatial]
+    affine = itk_affine(direction, image.GetSpacing()[:spatial], image.GetOrigin()[:spatial])
+    return ImageFile(array, str(array.dtype), _spacing(image.GetSpacing()[:spatial]), affine, spatial,
                      format_from_name(path.name) or "")
 
 

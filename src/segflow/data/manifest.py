@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from segflow.data.formats import format_from_name, sniff_format
-from segflow.data.images import ImageFile, read_image
+from segflow.data.images import ImageFile, companion_files, read_image
 from segflow.data.msd import CaseFiles, MsdDataset, confined_path, escaping_link
 from segflow.files import file_hash
 
@@ -191,6 +192,11 @@ class Confinement:
         target = escaping_link(self.root, rel, self.allowed)
         if target is not None:
             return f"{rel} is a link to {target}, outside the dataset folder"
+        for companion in companion_files(self.root / rel):
+            pixels = posixpath.join(posixpath.dirname(rel), companion)
+            target = escaping_link(self.root, pixels, self.allowed)
+            if target is not None:
+                return f"{pixels} (the pixel file of {rel}) is a link to {target}, outside the dataset folder"
         return None
 
 

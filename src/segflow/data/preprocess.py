@@ -215,25 +215,3 @@ def restore_to_shape(probabilities: torch.Tensor | np.ndarray, shape: Sequence[i
         mode = {1: "linear", 2: "bilinear", 3: "trilinear"}[len(shape)]
         tensor = F.interpolate(tensor[None], size=shape, mode=mode, align_corners=False)[0]
     return tensor.numpy() if as_numpy else tensor
-
-
-def save_volume(path: Path, volume: Volume) -> None:
-    """Write one preprocessed case (uncompressed: loading speed matters more than disk)."""
-    from segflow.files import atomic_path
-
-    arrays = {"image": volume.image, "label": volume.label, "affine": volume.affine}
-    if volume.original_shape is not None:
-        arrays["original_shape"] = np.asarray(volume.original_shape, dtype=np.int64)
-    if volume.spacing is not None:
-        arrays["spacing"] = np.asarray(volume.spacing, dtype=np.float64)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)
-
-
-def read_volume(path: Path) -> Volume:
-    """A case written by `save_volume` (caches from before the plan have no shape or spacing)."""
-    with np.load(path) as data:
-        original = tuple(int(n) for n in data["original_shape"]) if "original_shape" in data.files else None
-        spacing = tuple(float(s) for s in data["spacing"]) if "spacing" in data.files else None
-        return Volume(data["image"], data["label"], data["affine"], original, spacing)

@@ -39,6 +39,8 @@ def nnunet_folds(path: Path, cases: list[str]) -> dict[str, int]:
     try:
         data = json.loads(Path(path).read_text())
         vals = [[str(c) for c in fold["val"]] for fold in data]
+        if not isinstance(data, list) or not all(isinstance(fold["val"], list) for fold in data):
+            raise TypeError("each fold's 'val' must be a list of case ids")
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError, KeyError) as exc:
         raise ConfigError(f"{path}: not an nnU-Net splits file (a list of {{\"train\": [...], \"val\": [...]}}): "
                           f"{type(exc).__name__}: {exc}") from None

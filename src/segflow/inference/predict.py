@@ -149,13 +149,15 @@ def group_channels(files: list[Path]) -> list[tuple[str, tuple[Path, ...]]]:
     """(case id, files in channel order) per input: nnU-Net's `case_0000`, `case_0001`, ... of one
     case and format form one input (an `imagesTs/` folder as it comes); any other file is an input
     of its own, named by its stem."""
-    groups: dict[tuple[str, str, str], dict[int, Path]] = {}
+    groups: dict[tuple[str, str, str, bool], dict[int, Path]] = {}
     for path in files:
         stem, suffix = split_suffix(path.name, formats.IMAGE_SUFFIXES)
         case, index = channel_of(stem)
-        groups.setdefault((str(path.parent), case if index is not None else stem, suffix), {})[
-            index if index is not None else 0] = path
-    return [(case, tuple(by_index[i] for i in sorted(by_index))) for (_, case, _), by_index in groups.items()]
+        # A plain `case.nii.gz` beside `case_0000.nii.gz` stays an input of its own (its label file
+        # then collides with the channel group's, and the collision is refused by name).
+        key = (str(path.parent), case if index is not None else stem, suffix, index is not None)
+        groups.setdefault(key, {})[index if index is not None else 0] = path
+    return [(case, tuple(by_index[i] for i in sorted(by_index))) for (_, case, _, _), by_index in groups.items()]
 
 
 def label_name(path: Path, case_id: str | None = None) -> str:

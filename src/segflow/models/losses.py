@@ -29,20 +29,23 @@ class StackedHeadsLoss(torch.nn.Module):
 
 class IgnoringDiceCELoss(torch.nn.Module):
     """Dice + cross-entropy that leaves voxels labelled `ignore` out, as nnU-Net does with its
-    ignore label: Dice over the other voxels (MONAI's MaskedDiceLoss), cross-entropy averaged over
-    them (a batch of only ignored voxels contributes no cross-entropy rather than NaN)."""
+    ignore label: the Dice term over softmax and one-hot target both masked after encoding (so an
+    ignored voxel counts for no class, background included), cross-entropy averaged over the kept
+    voxels (a batch of only ignored voxels contributes no cross-entropy rather than NaN). With no
+    ignored voxel it is MONAI's DiceCELoss(to_onehot_y=True, softmax=True)."""
 
     def __init__(self, ignore: int):
-        from monai.losses import MaskedDiceLoss
+        from monai.losses import DiceLoss
 
         super().__init__()
         self.ignore = ignore
-        self.dice = MaskedDiceLoss(to_onehot_y=True, softmax=True)
+        self.dice = DiceLoss()
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        kept = target != self.ignore
-        classes = torch.where(kept, target, torch.zeros_like(target))
-        dice = self.dice(logits, classes, mask=kept.to(logits.dtype))
+        kept = (target != self.ignore).to(logits.dtype)
+        classes = torch.where(target != self.ignore, target, torch.zeros_like(target))[:, 0].long()
+        one_hot = torch.nn.functional.one_hot(classes, logits.shape[1]).movedim(-1, 1).to(logits.dtype)
+        dice = self.dice(torch.softmax(logits, dim=1) * kept, one_hot * kept)
         per_voxel = torch.nn.functional.cross_entropy(logits, target[:, 0].long(), ignore_index=self.ignore,
                                                       reduction="sum")
         return dice + per_voxel / kept.sum().clamp(min=1)

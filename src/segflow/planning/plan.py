@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from segflow.config import AUTO, PLANNED_SECTIONS, ConfigError, Params, parse_params
+from segflow.config import AUTO, PLANNED_SECTIONS, RUNTIME_AUTO, ConfigError, Params, parse_params
 from segflow.data.preprocess import ChannelNormalisation, Preprocessing
 from segflow.files import load_json_model, write_json
 
@@ -68,7 +68,7 @@ def resolve_params(params: Params, plan: Plan) -> Params:
     raw, values = params.model_dump(by_alias=True), plan_values(plan)
     for section in PLANNED_SECTIONS:
         keys = raw[section]
-        for key in [k for k, v in keys.items() if v == AUTO]:
+        for key in [k for k, v in keys.items() if v == AUTO and f"{section}.{k}" not in RUNTIME_AUTO]:
             if key not in values.get(section, {}):
                 raise ConfigError(f"{section}.{key} is auto but the plan has no value for it")
             keys[key] = values[section][key]

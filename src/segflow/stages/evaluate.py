@@ -60,7 +60,7 @@ def evaluate_fold(params: Params, paths: Paths, fold: int, spacing: dict) -> tup
     bundle = load_model_file(paths.model_for(fold))
     nets, names, cfg = bundle.build(pick_device()), class_names_of(bundle), params.evaluate
     rows, predictions, ignore_label = [], {}, Splits.load(paths.splits).ignore_label
-    for item in PreprocessedCache(paths.preprocessed).load(validation_cases(paths, fold)):
+    for item in PreprocessedCache(paths.preprocessed).iter_cases(validation_cases(paths, fold)):
         prediction = predict_labels(nets, item["image"], bundle.patch_size, tta=cfg.tta,
                                     sw_batch_size=cfg.sw_batch_size, overlap=cfg.sw_overlap)
         case_spacing = spacing[item["case_id"]]["spacing"]

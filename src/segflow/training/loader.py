@@ -85,7 +85,7 @@ class Reseeder:
 
 
 class PerSampleSeeded(torch.utils.data.Dataset):
-    """A MONAI CacheDataset whose random transforms are reseeded from (seed, epoch, index) before
+    """A MONAI (Cache)Dataset whose random transforms are reseeded from (seed, epoch, index) before
     each item, so an item's augmentation does not depend on which process or worker draws it, nor
     on what was drawn before it. `set_epoch` must run before the loader is iterated (workers copy
     the dataset at the start of each epoch; persistent workers would keep a stale epoch)."""
@@ -105,16 +105,50 @@ class PerSampleSeeded(torch.utils.data.Dataset):
         return self.cache_dataset[index]
 
 
-def build_loader(items: list[dict], cached: list, random: list, batch_size: int, seed: int = 0,
-                 rank: int = 0, world: int = 1, num_workers: int = 0, pin_memory: bool = False):
-    """MONAI CacheDataset (deterministic transforms run once) + DataLoader.
+class EpochSampler(torch.utils.data.Sampler):
+    """A fixed number of samples per epoch and rank, whatever the dataset's size: seeded
+    permutations of the whole dataset (a function of seed and epoch, the same for any `world`),
+    joined and cut to `samples_per_rank * world`; rank r takes positions r, r + world, ...
+    Used when an epoch is not one pass (train.iterations_per_epoch)."""
 
-    `batch_size` is this process's share of the global batch. The sampler draws one permutation
-    of the whole dataset per epoch, the same for any `world`, and gives rank r the positions
-    r, r + world, ...; so step k of all ranks together holds exactly the samples of step k of a
-    single process with the global batch. When len(items) % world != 0 the sampler pads the
-    permutation by repeating its first (world - len % world) samples (DistributedSampler's
-    drop_last=False), so every rank takes the same number of steps.
+    def __init__(self, n_items: int, samples_per_rank: int, rank: int = 0, world: int = 1, seed: int = 0):
+        self.n_items, self.samples_per_rank, self.rank, self.world, self.seed = n_items, samples_per_rank, rank, world, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.samples_per_rank
+
+    def __iter__(self):
+        generator = torch.Generator()
+        generator.manual_seed(self.seed + self.epoch)
+        total = self.samples_per_rank * self.world
+        rounds = -(-total // self.n_items)
+        order = torch.cat([torch.randperm(self.n_items, generator=generator) for _ in range(rounds)])[:total]
+        return iter(order[self.rank :: self.world].tolist())
+
+
+def one_pass_iterations(n_items: int, batch_size: int, world: int) -> int:
+    """Steps of one pass over `n_items` at this per-rank batch (the last batch may be short)."""
+    return -(-n_items // (batch_size * world))
+
+
+def build_loader(items: list[dict], cached: list, random: list, batch_size: int, seed: int = 0,
+                 rank: int = 0, world: int = 1, num_workers: int = 0, pin_memory: bool = False,
+                 iterations: int | None = None, in_memory: bool = True):
+    """A DataLoader over the cases `items`: in memory (MONAI CacheDataset; the deterministic
+    transforms `cached` run once per case) or, with `in_memory` False, items naming cached files
+    that `random` starts by reading a patch of (no case is held; see segflow.transforms.patches).
+
+    `batch_size` is this process's share of the global batch. An epoch is `iterations` steps
+    (None: one pass). For one pass the sampler draws one permutation of the whole dataset per
+    epoch, the same for any `world`, and gives rank r the positions r, r + world, ...; so step k
+    of all ranks together holds exactly the samples of step k of a single process with the global
+    batch. When len(items) % world != 0 the sampler pads the permutation by repeating its first
+    (world - len % world) samples (DistributedSampler's drop_last=False), so every rank takes the
+    same number of steps. Any other number of steps draws from `EpochSampler`.
 
     `num_workers` > 0 augments in that many worker processes (forked at the start of each epoch,
     so they see its `set_epoch`), overlapping the next batches with the training step; batches
@@ -124,14 +158,20 @@ def build_loader(items: list[dict], cached: list, random: list, batch_size: int,
     `pin_memory` (for a CUDA device) puts batches in page-locked memory, so their copy to the GPU
     can run asynchronously (`loop.train_epoch` copies with non_blocking).
     """
-    from monai.data import CacheDataset, list_data_collate
+    from monai.data import CacheDataset, Dataset, list_data_collate
     from monai.transforms import Compose
     from torch.utils.data import DataLoader, DistributedSampler
 
-    cache = CacheDataset(items, Compose(cached + random), cache_rate=1.0, num_workers=0, progress=False,
-                         copy_cache=False)
-    dataset = PerSampleSeeded(cache, seed)
-    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=False)
+    if in_memory:
+        cases = CacheDataset(items, Compose(cached + random), cache_rate=1.0, num_workers=0, progress=False,
+                             copy_cache=False)
+    else:
+        cases = Dataset(items, Compose(cached + random))
+    dataset = PerSampleSeeded(cases, seed)
+    if iterations is None or iterations == one_pass_iterations(len(items), batch_size, world):
+        sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=False)
+    else:
+        sampler = EpochSampler(len(items), iterations * batch_size, rank, world, seed)
     # list_data_collate flattens the one-element lists RandCropByPosNegLabeld returns.
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, drop_last=False,
                       collate_fn=list_data_collate, pin_memory=pin_memory)

@@ -10,7 +10,7 @@ import os
 
 import torch
 
-from segflow.config import Params
+from segflow.config import AUTO, MAX_AUTO_ITERATIONS, Params
 from segflow.data.cache import PreprocessedCache
 from segflow.data.splits import Splits
 from segflow.errors import StageFailed
@@ -51,6 +51,24 @@ def class_names(paths: Paths, params: Params) -> dict[str, str]:
     return labels
 
 
+# Bytes per voxel besides image and label that an in-memory case costs: MONAI's foreground and
+# background voxel indices (int64), which the patch sampler keeps per case.
+INDEX_BYTES_PER_VOXEL = 8
+
+
+def fits_in_memory(cache: PreprocessedCache, case_ids: list[str], budget_gb: float) -> bool:
+    """Whether these cases, held in memory as the CacheDataset holds them, stay within `budget_gb`."""
+    return cache.case_bytes(case_ids, INDEX_BYTES_PER_VOXEL) <= budget_gb * 2**30
+
+
+def epoch_iterations(requested: int | str, n_cases: int, batch_size: int, world: int) -> int:
+    """train.iterations_per_epoch: as given, or (auto) one pass over the cases capped at
+    MAX_AUTO_ITERATIONS steps."""
+    if requested != AUTO:
+        return int(requested)
+    return min(loader.one_pass_iterations(n_cases, batch_size, world), MAX_AUTO_ITERATIONS)
+
+
 def training_device(requested: str) -> torch.device:
     """train.device as asked: `cuda` without a visible GPU is an error (a GPU job on a node whose
     GPU is missing must fail, not train for days on CPU); `auto` takes a GPU when there is one."""
@@ -69,7 +87,7 @@ def resume_fingerprint(params: Params, paths: Paths, train_ids: list[str], code_
             closure's), so a checkpoint is never resumed across a change of that code.
     """
     cache = PreprocessedCache(paths.preprocessed)
-    data = {case: file_hash(cache.case_file(case)) for case in train_ids}
+    data = {case: [file_hash(path) for path in cache.case_files(case)] for case in train_ids}
     return config_fingerprint(params.seed, params.model.model_dump(), params.train.model_dump(),
                               params.preprocess.model_dump(), params.augment.model_dump(), data, code_digest)
 
@@ -104,7 +122,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)
         self.loader = self.build_loader(train_ids)
-        self.val_items = PreprocessedCache(paths.preprocessed).load(val_ids)
+        self.val_ids = val_ids
         self.fold = the_fold(params)
         self.checkpoint = paths.checkpoints_for(self.fold) / "last.pt"
         # Every rank resumes from the same checkpoint, so all start from the same weights and optimiser.
@@ -113,16 +131,25 @@ class Trainer:
         self.model = self.training_model()
 
     def build_loader(self, train_ids: list[str]):
-        """This process's loader: its share of the global batch, the same sample order for any world."""
-        from segflow.transforms import build_training_transforms
+        """This process's loader: its share of the global batch, the same sample order for any
+        world; the cases in memory while they fit train.cache_ram_gb, else read patch by patch."""
+        from segflow.transforms import build_streaming_transforms, build_training_transforms
 
-        batch = D.per_rank_batch(self.params.train.batch_size, D.world_size())  # before loading any data
-        cached, random = build_training_transforms(self.params.augment, self.params.preprocess.patch_size,
-                                                   self.params.model.spatial_dims)
-        return loader.build_loader(PreprocessedCache(self.paths.preprocessed).load(train_ids), cached, random, batch,
-                                   seed=self.params.seed, rank=D.rank(), world=D.world_size(),
-                                   num_workers=self.params.train.num_workers,
-                                   pin_memory=self.device.type == "cuda")
+        cfg, world = self.params.train, D.world_size()
+        batch = D.per_rank_batch(cfg.batch_size, world)  # before loading any data
+        cache = PreprocessedCache(self.paths.preprocessed)
+        self.in_memory = fits_in_memory(cache, train_ids, cfg.cache_ram_gb)
+        patch, dims = self.params.preprocess.patch_size, self.params.model.spatial_dims
+        if self.in_memory:
+            items = cache.load(train_ids)
+            cached, random = build_training_transforms(self.params.augment, patch, dims)
+        else:
+            items = [cache.file_item(case_id) for case_id in train_ids]
+            cached, random = [], build_streaming_transforms(self.params.augment, patch, dims)
+        return loader.build_loader(items, cached, random, batch, seed=self.params.seed, rank=D.rank(), world=world,
+                                   num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda",
+                                   iterations=epoch_iterations(cfg.iterations_per_epoch, len(items), batch, world),
+                                   in_memory=self.in_memory)
 
     def training_model(self) -> torch.nn.Module:
         """`net` in DDP under torchrun, compiled when train.compile; checkpoints and the model
@@ -152,7 +179,8 @@ class Trainer:
         cfg = self.params.train
         if epoch + 1 != cfg.epochs and (epoch + 1) % cfg.val_every:
             return None
-        return loop.validate(self.net, self.val_items, self.params.preprocess.patch_size,
+        cases = PreprocessedCache(self.paths.preprocessed).iter_cases(self.val_ids)  # one case in memory at a time
+        return loop.validate(self.net, cases, self.params.preprocess.patch_size,
                              self.params.model.out_channels, self.amp, self.ignore_label)
 
     def fit(self) -> TrainState:

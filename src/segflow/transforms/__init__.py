@@ -26,3 +26,19 @@ def build_training_transforms(cfg: AugmentConfig, patch_size: Sequence[int] | st
     from segflow.transforms.two_d import build_random_transforms_2d
 
     return [], build_random_transforms_2d(cfg, patch_size)
+
+
+def build_streaming_transforms(cfg: AugmentConfig, patch_size: Sequence[int] | str, spatial_dims: int) -> list:
+    """The random transforms for items that name cached `.npy` files: a patch read from disk
+    (segflow.transforms.patches), then the same augmentation as `build_training_transforms` (the
+    2D pipeline's pad-and-crop leaves a patch-sized image as it is)."""
+    from segflow.transforms.patches import PatchFromDisk
+
+    reader = PatchFromDisk(resolved_patch_size(patch_size), cfg.foreground_oversample)
+    if spatial_dims == 3:
+        from segflow.transforms.three_d import build_random_transforms
+
+        return [reader, *build_random_transforms(cfg, patch_size, crop=False)]
+    from segflow.transforms.two_d import build_random_transforms_2d
+
+    return [reader, *build_random_transforms_2d(cfg, patch_size)]

@@ -62,19 +62,23 @@ def build_intensity_transforms(cfg: AugmentConfig) -> list:
     ]
 
 
-def build_random_transforms(cfg: AugmentConfig, patch_size: Sequence[int] | str) -> list:
-    """Random: foreground-oversampled patch, then nnU-Net-style spatial and intensity augmentation."""
+def build_random_transforms(cfg: AugmentConfig, patch_size: Sequence[int] | str, crop: bool = True) -> list:
+    """Random: foreground-oversampled patch (unless `crop` is False: the item already is one, see
+    segflow.transforms.patches), then nnU-Net-style spatial and intensity augmentation."""
     from monai import transforms as T
 
     patch = resolved_patch_size(patch_size)
-    return [
+    cropping = [
         T.RandCropByPosNegLabeld(KEYS, label_key="label", spatial_size=patch,
                                  pos=cfg.foreground_oversample, neg=1.0 - cfg.foreground_oversample,
                                  num_samples=1, fg_indices_key="label_fg_indices",
                                  bg_indices_key="label_bg_indices"),
+    ]
+    return [
+        *(cropping if crop else []),
         *build_spatial_transforms(cfg, len(patch)),
         *build_intensity_transforms(cfg),
-        T.DeleteItemsd(["label_fg_indices", "label_bg_indices"]),
+        *([T.DeleteItemsd(["label_fg_indices", "label_bg_indices"])] if crop else []),
         T.EnsureTyped(KEYS, track_meta=False),
     ]
 

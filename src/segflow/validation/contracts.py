@@ -253,6 +253,7 @@ def descriptor_row(frame: pd.DataFrame) -> pd.DataFrame:
     if frame.empty or "labels_consecutive" not in frame or frame["labels_consecutive"].isna().all():
         return frame.iloc[:0]
     row = frame.iloc[:1].copy()
+    row["case_id"] = DELIVERY  # findings about the descriptor name the delivery, not a case
     found = int(frame.loc[frame["listed"].astype(bool), "case_id"].nunique())
     declared = row["declared_cases"].iloc[0]
     row["found_cases"] = found
