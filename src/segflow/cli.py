@@ -111,8 +111,11 @@ def fetch_data() -> None:
 def predict(
     model: Annotated[str, typer.Option(help="a model file (needs no project), or 'champion' / a registry "
                                             "model id or id prefix of the project here")] = "champion",
-    source: Annotated[Path, typer.Option("--input", "-i", help="a NIfTI/PNG/TIF file or a folder of them")] = ...,
-    output: Annotated[Path, typer.Option("--output", "-o", help="folder for the label files")] = ...,
+    source: Annotated[Path | None, typer.Option("--input", "-i", help="an image file or a folder of them (NIfTI, "
+                                                 "NRRD, MetaImage, PNG/TIF/BMP; <case>_0000, <case>_0001... are one "
+                                                 "case's channels); default: the project dataset's imagesTs/")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="folder for the label files; default with "
+                                                "the default input: artifacts/predictions/imagesTs")] = None,
     sw_overlap: Annotated[float, typer.Option(min=0.0, max=0.95, help="sliding-window overlap")] = 0.5,
     tta: Annotated[bool, typer.Option(help="mirror test-time augmentation (as evaluate uses by default)")] = True,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace label files already in --output "
@@ -130,11 +133,12 @@ def predict(
     file, or a label file would overwrite an input (or an existing file, without --overwrite).
     An unusable model (no such file or registry id, not a segflow model file) exits 1.
     """
-    from segflow.inference.predict import PredictOptions, batch_exit_code, predict_files, summary_lines
+    from segflow.inference.predict import PredictOptions, batch_exit_code, predict_files, resolve_io, summary_lines
 
     options = PredictOptions(overlap=sw_overlap, tta=tta, overwrite=overwrite, repair_nonfinite=repair_nonfinite)
     outcomes = []
     with reported():
+        source, output = resolve_io(source, output)
         for outcome in predict_files(model, source, output, options):
             outcomes.append(outcome)
             if outcome.dest is not None:

@@ -125,3 +125,23 @@ def test_save_label_keeps_the_reference_geometry(tmp_path, ending):
     assert written.GetPixelID() == sitk.sitkUInt8
     np.testing.assert_array_equal(np.transpose(sitk.GetArrayFromImage(written)), labels)
     assert sorted(p.name for p in dest.parent.iterdir()) == [dest.name]  # nothing staged is left behind
+
+
+def test_without_input_predict_takes_the_project_datasets_images_ts(tmp_path):
+    import shutil
+
+    from conftest import REPO
+
+    from segflow.inference.predict import PredictRefused, resolve_io
+
+    with pytest.raises(PredictRefused, match="not a segflow project"):
+        resolve_io(None, None, start=tmp_path)
+    for name in ("params.yaml", "dvc.yaml"):
+        shutil.copy2(REPO / name, tmp_path / name)
+    with pytest.raises(PredictRefused, match="has no imagesTs/ folder"):
+        resolve_io(None, None, start=tmp_path)
+    (tmp_path / "data/Task04_Hippocampus/imagesTs").mkdir(parents=True)
+    assert resolve_io(None, None, start=tmp_path) == (tmp_path / "data/Task04_Hippocampus/imagesTs",
+                                                      tmp_path / "artifacts/predictions/imagesTs")
+    with pytest.raises(PredictRefused, match="--output is required"):
+        resolve_io(tmp_path, None)

@@ -85,3 +85,12 @@ def test_window_count_is_monais(shape, patch, overlap):
     padded = [max(s, p) for s, p in zip(shape, patch)]
     expected = len(dense_patch_slices(padded, patch, _get_scan_interval(padded, patch, 3, (overlap,) * 3)))
     assert count_windows(shape, patch, overlap) == expected
+
+
+def test_a_large_volume_is_stitched_on_the_cpu_when_the_network_runs_on_a_gpu():
+    from segflow.inference.sliding_window import STITCH_ON_GPU_MAX_VOXELS, stitching_device
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert stitching_device(cuda, (1, 1, 64, 64, 64)) == cuda
+    assert stitching_device(cuda, (1, 1, STITCH_ON_GPU_MAX_VOXELS + 1)) == cpu
+    assert stitching_device(cpu, (1, 1, 4 * STITCH_ON_GPU_MAX_VOXELS)) == cpu

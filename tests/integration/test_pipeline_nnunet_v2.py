@@ -21,6 +21,7 @@ V2_PARAMS = {
     "data": {"root": "data/Dataset042_TinyTwoChannel", "local_copy": None, "url": None, "md5": None},
     "preprocess": {"patch_size": "auto"},
     "train": {"epochs": 1, "val_every": 1},
+    "register": {"export": []},  # exports are tested on the MSD project
 }
 
 
@@ -65,8 +66,7 @@ def test_every_case_is_kept_and_resampled_where_its_spacing_differs(v2_project):
     index = read_json(project, "artifacts/preprocessed/index.json")["cases"]
     assert index["tiny_000"]["shape"] == [32, 40, 16]  # 2.0 mm slices: as stored
     assert index["tiny_001"]["shape"] == [32, 40, 20]  # 2.5 mm slices: resampled to 2.0 mm
-    with np.load(project / "artifacts/preprocessed" / index["tiny_001"]["file"]) as cached:
-        assert cached["image"].shape == (2, 32, 40, 20)
+    assert np.load(project / "artifacts/preprocessed/tiny_001.image.npy", mmap_mode="r").shape == (2, 32, 40, 20)
 
 
 def test_evaluation_scores_the_classes_without_the_ignore_label(v2_project):
@@ -75,15 +75,15 @@ def test_evaluation_scores_the_classes_without_the_ignore_label(v2_project):
     assert {"dice_anterior", "dice_posterior"} <= set(metrics) and "dice_ignore" not in metrics
 
 
-def test_predict_labels_images_ts_in_the_inputs_format_and_grid(v2_project, tmp_path):
+def test_predict_labels_images_ts_in_the_inputs_format_and_grid(v2_project):
+    """No --input: the dataset's imagesTs/ as nnU-Net lays it out, into artifacts/predictions/imagesTs."""
     project, _ = v2_project
-    source = project / V2_PARAMS["data"]["root"] / "imagesTs"
-    run([str(BIN / "segflow"), "predict", "--model", "champion", "-i", str(source), "-o", str(tmp_path / "out"),
-         "--no-tta"], project)
-    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    source, out = project / V2_PARAMS["data"]["root"] / "imagesTs", project / "artifacts/predictions/imagesTs"
+    run([str(BIN / "segflow"), "predict", "--model", "champion", "--no-tta"], project)
+    written = sorted(p.name for p in out.iterdir())
     assert written == ["test_000.nrrd", "test_001.nrrd"]
     for name in written:
-        label = sitk.ReadImage(str(tmp_path / "out" / name))
+        label = sitk.ReadImage(str(out / name))
         image = sitk.ReadImage(str(source / name.replace(".nrrd", "_0000.nrrd")))
         assert label.GetSize() == image.GetSize()
         assert np.allclose(label.GetSpacing(), image.GetSpacing()) and np.allclose(label.GetOrigin(), image.GetOrigin())

@@ -40,7 +40,8 @@ def test_hippocampus_on_cpu_gives_the_tuned_default():
     assert [n.scheme for n in plan.normalisation] == ["zscore"]
     assert (plan.network_args["in_channels"], plan.network_args["out_channels"]) == (1, 3)
     assert set(plan.reasons) == {"device", "target_spacing", "normalisation", "patch_size", "network_args",
-                                 "channels", "batch_size"}
+                                 "batch_size"}
+    assert "in_channels=1 from the dataset's image channels" in plan.reasons["network_args"]
     assert 0 < plan.estimated_memory_gb < plan.memory_budget_gb
 
 

@@ -29,7 +29,7 @@ from segflow.data.preprocess import is_planar, load_channels, prepare_image, res
 from segflow.errors import SegflowError
 from segflow.files import atomic_path
 from segflow.inference.postprocessing import apply_postprocessing
-from segflow.inference.sliding_window import count_windows, pick_device, predict_probabilities
+from segflow.inference.sliding_window import PROGRESS_WINDOWS, count_windows, pick_device, predict_probabilities
 from segflow.models.model_file import ModelFile, load_model_file
 from segflow.validation.contracts import content_rules, file_rules
 
@@ -40,7 +40,6 @@ FAR_FROM_TRAINING = 2.0
 # of its voxels: blank or constant, nothing a network trained on real images has seen.
 CONSTANT_SPREAD = 1e-6
 STATISTICS_SAMPLE = 1_000_000  # voxels (a strided sample) the constant check looks at
-PROGRESS_WINDOWS = 64  # a pass over more sliding windows than this shows a progress bar (stderr)
 GZIP_CHUNK = 1 << 20
 # The validate stage's rules (segflow.validation.contracts) for one image file, by name: same names, same words.
 IMAGE_RULES = {rule.name: rule for rule in (*file_rules("image"), *content_rules([]))}
@@ -164,6 +163,31 @@ def label_name(path: Path, case_id: str | None = None) -> str:
     """The label file's name: the case id (`case` for `case_0000.nii.gz`) in the input's format."""
     stem = case_id or channel_of(split_suffix(path.name, formats.IMAGE_SUFFIXES)[0])[0]
     return f"{stem}{label_suffix(path)}"
+
+
+TEST_IMAGES = "imagesTs"  # where MSD and nnU-Net deliveries keep the cases to label
+DEFAULT_OUTPUT = Path("artifacts/predictions") / TEST_IMAGES
+
+
+def resolve_io(source: Path | None, output: Path | None, start: Path | None = None) -> tuple[Path, Path]:
+    """--input and --output as given; without --input, the dataset's imagesTs/ of the project at or
+    above `start`, labelled into its artifacts/predictions/imagesTs (--output still wins)."""
+    if source is not None:
+        if output is None:
+            raise PredictRefused("--output is required with --input (a folder for the label files)")
+        return source, output
+    from segflow.config import load_params
+    from segflow.env import PROJECT_MARKERS, find_project_root
+
+    root = find_project_root(start)
+    if not all((root / marker).is_file() for marker in PROJECT_MARKERS):
+        raise PredictRefused("no --input given, and this is not a segflow project whose dataset has an imagesTs/ "
+                             "folder; pass --input and --output")
+    folder = root / load_params(root / "params.yaml").data.root / TEST_IMAGES
+    if not folder.is_dir():
+        raise PredictRefused(f"no --input given, and the project's dataset has no {TEST_IMAGES}/ folder ({folder}); "
+                             "pass --input and --output")
+    return folder, output or root / DEFAULT_OUTPUT
 
 
 def nearest_existing(path: Path) -> Path:

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+PROGRESS_WINDOWS = 64  # a pass over more sliding windows than this shows a progress bar (stderr)
+
 
 def pick_device(prefer: str = "auto") -> torch.device:
     """CUDA when present (and not refused), else CPU."""
@@ -45,11 +47,26 @@ def predict_batch_logits(net: torch.nn.Module, images: torch.Tensor, patch_size:
 
     weight = next(net.parameters())
     device = weight.device
-    batch = torch.as_tensor(images).to(device, dtype=weight.dtype)
+    stitch = stitching_device(device, images.shape)
+    batch = torch.as_tensor(images).to(stitch, dtype=weight.dtype)
     with autocast(device, amp):
         logits = sliding_window_inference(batch, list(patch_size), sw_batch_size, net, overlap=overlap,
-                                          mode="gaussian", progress=progress)
+                                          mode="gaussian", progress=progress, sw_device=device, device=stitch)
     return torch.as_tensor(logits).float().cpu()
+
+
+# Above this many input voxels (a batch of 512 x 512 x 256 volumes) a GPU runs the windows but the
+# image and the stitched logits (classes x voxels, float32) stay in CPU memory, so GPU memory is
+# bounded by the windows alone (nnU-Net falls back to the same when the device runs out).
+STITCH_ON_GPU_MAX_VOXELS = 64 * 2**20
+
+
+def stitching_device(device: torch.device, shape: Sequence[int]) -> torch.device:
+    """Where the sliding window keeps the image and accumulates the output: the network's device,
+    except for a GPU and a volume too large to stitch there (then CPU)."""
+    if device.type == "cuda" and math.prod(shape) > STITCH_ON_GPU_MAX_VOXELS:
+        return torch.device("cpu")
+    return device
 
 
 def predict_logits(net: torch.nn.Module, image: np.ndarray | torch.Tensor, patch_size: list[int],

@@ -510,8 +510,7 @@ def make_plan(fingerprint: dict, params: Params, cuda_available: bool | None = N
     else:
         args = complete_network_args(ctx, patch)
         reasons["patch_size"] = describe_explicit_patch(ctx, patch, args)
-    reasons["network_args"] = describe_network(ctx, args)
-    reasons["channels"] = describe_channels(params, args)
+    reasons["network_args"] = f"{describe_network(ctx, args)}; {describe_channels(params, args)}"
     memory = network_memory(ctx, args, patch, budget, reasons["patch_size"])
     if params.train.batch_size != AUTO:
         batch, reasons["batch_size"] = params.train.batch_size, "train.batch_size is explicit"

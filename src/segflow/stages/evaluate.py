@@ -16,7 +16,7 @@ from segflow.data.cache import PreprocessedCache
 from segflow.data.splits import Splits
 from segflow.files import write_json
 from segflow.inference.postprocessing import apply_postprocessing, choose_postprocessing, keep_largest_component
-from segflow.inference.sliding_window import pick_device, predict_labels
+from segflow.inference.sliding_window import PROGRESS_WINDOWS, count_windows, pick_device, predict_labels
 from segflow.metrics.per_case import CASE_ID, DICE, FOLD, HD95, raw_dice_column, score_column, write_per_case
 from segflow.metrics.segmentation import dice_per_class, hd95_per_class, without_ignored
 from segflow.models.model_file import ModelFile, load_model_file
@@ -61,8 +61,10 @@ def evaluate_fold(params: Params, paths: Paths, fold: int, spacing: dict) -> tup
     nets, names, cfg = bundle.build(pick_device()), class_names_of(bundle), params.evaluate
     rows, predictions, ignore_label = [], {}, Splits.load(paths.splits).ignore_label
     for item in PreprocessedCache(paths.preprocessed).iter_cases(validation_cases(paths, fold)):
+        windows = count_windows(item["image"].shape[1:], bundle.patch_size, cfg.sw_overlap)
         prediction = predict_labels(nets, item["image"], bundle.patch_size, tta=cfg.tta,
-                                    sw_batch_size=cfg.sw_batch_size, overlap=cfg.sw_overlap)
+                                    sw_batch_size=cfg.sw_batch_size, overlap=cfg.sw_overlap,
+                                    progress=windows > PROGRESS_WINDOWS)  # a bar for a long case (stderr)
         case_spacing = spacing[item["case_id"]]["spacing"]
         rows.append({"case_id": item["case_id"], "fold": fold,
                      **score_both(prediction, item, names, case_spacing, cfg.hd95, ignore_label)})

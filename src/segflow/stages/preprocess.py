@@ -51,7 +51,8 @@ def case_jobs(data_root: Path, manifest: pd.DataFrame, kept: list[str], cache: P
               label_map=None, preprocessing=None, ignore_label: int | None = None) -> list[CaseJob]:
     rows = manifest.drop_duplicates("case_id").set_index("case_id")
     plan = preprocessing.model_dump() if hasattr(preprocessing, "model_dump") else preprocessing
-    return [CaseJob(case_id, case_image_paths(data_root, rows.loc[case_id]), data_root / rows.loc[case_id, "label"],
+    # str(): the report keeps ids as the manifest parsed them (a 2D set's "0" reads as 0).
+    return [CaseJob(str(case_id), case_image_paths(data_root, rows.loc[case_id]), data_root / rows.loc[case_id, "label"],
                     json.loads(rows.loc[case_id, "image_spacing"]), label_map, plan, cache.folder, ignore_label)
             for case_id in kept]
 
