@@ -3,7 +3,8 @@
 Datasets are generated from real Hippocampus cases (synthetic stand-ins where ../shared is
 absent): upsampled by `size` per axis (1x, 2x, 4x: about 1x, 8x, 64x the voxels of a crop), given
 a second channel (a gamma-transformed copy) and a 2 mm slice spacing (anisotropic), and written
-as an nnU-Net v2 raw dataset of N cases. For each (size, N) a scratch project runs ingest,
+as an nnU-Net v2 raw dataset of N cases (its splits_final.json validates fold 0 on the same 4
+cases for every N). For each (size, N) a scratch project runs ingest,
 validate, plan, preprocess and train (fixed `train.iterations_per_epoch`, explicit patch and
 batch, so an epoch is the same work for any N; the time of epoch 1, which does not validate) as
 separate `segflow stage` processes, each timed
@@ -85,6 +86,10 @@ def write_dataset(dest: Path, n: int, size: int) -> float:
         for channel, array in enumerate((image, second)):
             nib.save(nib.Nifti1Image(array, affine), dest / "imagesTr" / f"case_{i:03d}_{channel:04d}.nii.gz")
         nib.save(nib.Nifti1Image(label, affine), dest / "labelsTr" / f"case_{i:03d}.nii.gz")
+    # Fold 0 validates on the same 4 cases for every N, so validation costs the same at any N.
+    cases = [f"case_{i:03d}" for i in range(n)]
+    (dest / "splits_final.json").write_text(json.dumps([{"train": cases[4:], "val": cases[:4]},
+                                                        {"train": cases[:4], "val": cases[4:]}]))
     (dest / "dataset.json").write_text(json.dumps({
         "name": f"Scale{size}x{n}", "channel_names": {"0": "T1", "1": "T1gamma"},
         "labels": {"background": 0, "anterior": 1, "posterior": 2}, "numTraining": n, "file_ending": ".nii.gz"}))

@@ -67,9 +67,11 @@ def stage(
 
 @app.command()
 def validate(
-    data: Annotated[Path, typer.Option(help="the delivery: an MSD folder, or a .tar/.tar.gz/.zip of one")],
+    data: Annotated[Path, typer.Option(help="the delivery: a dataset folder (MSD, nnU-Net v2, 2D), or a "
+                                            ".tar/.tar.gz/.zip of one")],
     report: Annotated[Path, typer.Option(help="where to write the JSON report")],
-    layout: Annotated[str, typer.Option(help="auto | msd | folders2d (auto: dataset.json -> msd, else 2D folders)")] = "auto",
+    layout: Annotated[str, typer.Option(help="auto | msd | nnunetv2 | folders2d (auto: by dataset.json, "
+                                             "else 2D folders)")] = "auto",
     mask_values: Annotated[str, typer.Option(help="folders2d: raw mask values allowed, e.g. 0,255")] = "",
     image_dir: Annotated[str, typer.Option(help="folders2d: image folder below --data")] = "train/image",
     label_dir: Annotated[str, typer.Option(help="folders2d: mask folder below --data")] = "train/label",

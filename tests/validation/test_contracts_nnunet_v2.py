@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import save_itk
+from conftest import save_itk, write_nnunet_v2_dataset
 
 from segflow.config import ValidateConfig
 from segflow.data.manifest import build_manifest
@@ -116,3 +116,14 @@ def test_a_descriptor_finding_is_made_once_however_many_cases(two_descriptor_def
 def test_descriptor_findings_are_about_the_delivery_not_a_case(two_descriptor_defects):
     result = two_descriptor_defects
     assert {f.case_id for f in result.findings if f.rule in DESCRIPTOR_RULES} == {DELIVERY}
+
+
+def test_segflow_validate_reads_an_nnunet_v2_delivery_as_it_comes(tmp_path):
+    """`segflow validate --data` detects the v2 layout; the ignore label need not appear anywhere."""
+    from segflow.validation.delivery import validate_delivery
+
+    write_nnunet_v2_dataset(tmp_path / "Dataset001", n_cases=6, ending=".nii.gz", n_test=0)
+    verdict = validate_delivery(tmp_path / "Dataset001", tmp_path / "report.json", min_cases=4)
+    assert verdict.exit_code == 0, verdict.summary
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["n_kept"] == 6

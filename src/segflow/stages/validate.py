@@ -14,7 +14,6 @@ from segflow.errors import StageFailed
 from segflow.files import write_json
 from segflow.paths import Paths
 from segflow.validation.checks import Validation, run_checks, write_docs
-from segflow.validation.contracts import default_foreground
 from segflow.validation.report import build_report, findings_frame, stop_reasons, summary
 
 FINDINGS_TABLE = "validate/findings"
@@ -23,11 +22,8 @@ FINDINGS_TABLE = "validate/findings"
 def run(params: Params, manifest: pd.DataFrame, splits: Splits) -> Validation:
     """The contracts over the manifest; masks may hold the raw label values ingest recorded (the
     ignore label too, which need not appear anywhere)."""
-    rules = params.validate_
-    if splits.ignore_label is not None and rules.foreground_labels is None:
-        foreground = [v for v in default_foreground(splits.label_values) if v != splits.ignore_label]
-        rules = rules.model_copy(update={"foreground_labels": foreground})
-    return run_checks(manifest, sorted(splits.label_values), rules, folds=splits.folds)
+    return run_checks(manifest, sorted(splits.label_values), params.validate_, folds=splits.folds,
+                      ignore_label=splits.ignore_label)
 
 
 def main(params: Params, paths: Paths, tracker=None) -> dict:

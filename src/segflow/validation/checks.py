@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 
 from segflow.config import ValidateConfig
-from segflow.validation.contracts import ContractResult, check_manifest, gx_context
+from segflow.validation.contracts import ContractResult, check_manifest, default_foreground, gx_context
 from segflow.validation.data_docs import write_data_docs
 from segflow.validation.report import findings_frame
 
@@ -25,8 +25,12 @@ class Validation:
 
 
 def run_checks(manifest: pd.DataFrame, declared_labels: list[int], rules: ValidateConfig,
-               folds: dict[str, int] | None = None) -> Validation:
-    """`check_manifest` in a GX context of our own, kept so Data Docs show exactly this run."""
+               folds: dict[str, int] | None = None, ignore_label: int | None = None) -> Validation:
+    """`check_manifest` in a GX context of our own, kept so Data Docs show exactly this run.
+    Masks may hold `ignore_label` (nnU-Net's), which need not appear in any case."""
+    if ignore_label is not None and rules.foreground_labels is None:
+        foreground = [v for v in default_foreground(declared_labels) if v != ignore_label]
+        rules = rules.model_copy(update={"foreground_labels": foreground})
     context = gx_context()
     result = check_manifest(manifest, declared_labels, rules, folds=folds, context=context)
     return Validation(result, context)

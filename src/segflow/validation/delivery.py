@@ -22,7 +22,7 @@ from segflow.validation.report import build_report, stop_reasons, summary
 if TYPE_CHECKING:
     from segflow.data.acquire import ArchiveLimits
 
-LAYOUTS = ("auto", "msd", "folders2d")
+LAYOUTS = ("auto", "msd", "nnunetv2", "folders2d")
 
 
 class UnusableInput(SegflowError):
@@ -64,7 +64,7 @@ def validate_delivery(data: Path, report: Path, *, layout: str = "auto", min_cas
     limits = archive_limits or delivery_archive_limits()
     with opened_delivery(Path(data), marker_for(layout, folders), limits) as root:
         dataset = read_delivery(root, layout, shown=Path(data), folders=folders)
-        checked = run_checks(build_manifest(dataset), sorted(dataset.labels), rules)
+        checked = run_checks(build_manifest(dataset), sorted(dataset.labels), rules, ignore_label=dataset.ignore_label)
     reasons = stop_reasons(checked.result, stop_on_quarantine=True, stop_on_warning=strict)
     write_json(report, build_report(checked.result, reasons, strict, source=Path(data).resolve()))
     return DeliveryVerdict(1 if reasons else 0, summary(checked.result, reasons), Path(report))
@@ -193,18 +193,19 @@ def _extract_delivery(archive: Path, dest: Path, marker: str, limits: ArchiveLim
 
 def read_delivery(root: Path, layout: str, shown: Path, folders: FolderLayout | None = None):
     """Read the dataset folder `root`; `shown` names the delivery in messages (the archive, when
-    `root` is a temporary extraction). "auto" reads MSD when there is a dataset.json, else 2D
-    folders when `folders.image_dir` exists."""
-    from segflow.data.msd import LayoutError, read_msd_dataset
+    `root` is a temporary extraction). "auto" detects the layout (segflow.data.layouts): MSD or
+    nnU-Net v2 by its dataset.json, else 2D folders when `folders.image_dir` exists."""
+    from segflow.data.layouts import detect_layout, read_layout
+    from segflow.data.msd import LayoutError
 
     folders = folders or FolderLayout()
     if layout not in LAYOUTS:
         raise UnusableInput(shown, "layout", f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
-    if layout == "folders2d" or (layout == "auto" and not (root / "dataset.json").exists()
-                                 and (root / folders.image_dir).is_dir()):
-        return read_folder_delivery(root, shown, folders)
     try:
-        return read_msd_dataset(root)
+        kind = detect_layout(root, folders.image_dir) if layout == "auto" else layout
+        if kind == "folders2d":
+            return read_folder_delivery(root, shown, folders)
+        return read_layout(root, kind)
     except LayoutError as exc:
         reason = str(exc).replace(str(root), str(shown) if shown.is_dir() else f"{shown}!{root.name}")
         raise UnusableInput(shown, "dataset_json", reason) from None
