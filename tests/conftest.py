@@ -228,7 +228,8 @@ def v2_case(seed: int, shape=(32, 40, 16)) -> tuple:
 
 
 def write_nnunet_v2_dataset(dest: Path, n_cases: int = 10, ending: str = ".nrrd", n_test: int = 2,
-                            labels: dict | None = None, num_training: int | None = None) -> list[str]:
+                            labels: dict | None = None, num_training: int | None = None,
+                            **descriptor) -> list[str]:
     """An nnU-Net v2 raw dataset: channels T2 and CT in `_0000`/`_0001` files, anisotropic and
     varying slice spacing, an ignore label, splits_final.json (3 folds) and imagesTs; returns the ids."""
     cases = [f"tiny_{i:03d}" for i in range(n_cases)]
@@ -244,7 +245,8 @@ def write_nnunet_v2_dataset(dest: Path, n_cases: int = 10, ending: str = ".nrrd"
             save_itk(dest / "labelsTr" / f"{case}{ending}", label, spacing, origin=(10.0, -4.0, 7.5))
     (dest / "dataset.json").write_text(json.dumps({
         "name": "TinyTwoChannel", "channel_names": {"0": "T2", "1": "CT"}, "labels": labels or V2_LABELS,
-        "numTraining": n_cases if num_training is None else num_training, "file_ending": ending}, indent=1))
+        "numTraining": n_cases if num_training is None else num_training, "file_ending": ending, **descriptor},
+        indent=1))
     folds = [cases[i::3] for i in range(3)]
     (dest / "splits_final.json").write_text(json.dumps(
         [{"train": [c for c in cases if c not in val], "val": val} for val in folds]))

@@ -110,10 +110,23 @@ def test_hidden_files_are_neither_cases_nor_orphans(tmp_path):
     assert [c.case_id for c in read_nnunet_v2_dataset(tmp_path).cases] == ["case_a"]
 
 
-def test_region_labels_are_refused_naming_the_region(tmp_path):
+def test_region_labels_without_their_class_order_are_refused(tmp_path):
     make_v2(tmp_path, ["case_a"], labels={"background": 0, "whole": [1, 2], "core": 2})
-    with pytest.raises(LayoutError, match=r"'whole' is the region \[1, 2\]; region-based labels"):
+    with pytest.raises(LayoutError, match=r"region-based labels need 'regions_class_order'.*whole, core"):
         read_nnunet_v2_dataset(tmp_path)
+
+
+def test_region_labels_become_regions_with_the_values_they_cover(tmp_path):
+    make_v2(tmp_path, ["case_a"], labels={"background": 0, "whole": [1, 2], "core": 2, "ignore": 3})
+    descriptor = json.loads((tmp_path / "dataset.json").read_text())
+    (tmp_path / "dataset.json").write_text(json.dumps({**descriptor, "regions_class_order": [1, 2]}))
+
+    dataset = read_nnunet_v2_dataset(tmp_path)
+
+    assert dataset.regions.names == ("whole", "core") and dataset.regions.values == ((1, 2), (2,))
+    assert dataset.regions.class_order == (1, 2) and dataset.ignore_label == 3
+    assert sorted(dataset.labels) == [0, 1, 2, 3]  # what a mask may hold
+    assert dataset.class_labels == {0: "background", 1: "whole", 2: "core"}  # one output per region
 
 
 def test_an_ignore_label_that_is_not_the_highest_value_is_refused(tmp_path):

@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from segflow.data.regions import Regions
+
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 _WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:")
 
@@ -62,10 +64,14 @@ class MsdDataset:
     ignore_label: int | None = None  # label value left out of the loss and metrics (nnU-Net's "ignore")
     # What only the descriptor can get wrong, for the validate stage's descriptor rules (column -> value).
     facts: dict = field(default_factory=dict)
+    regions: Regions | None = None  # nnU-Net's region-based labels (segflow.data.regions)
 
     @property
     def class_labels(self) -> dict[int, str]:
-        """The classes the network outputs: the declared labels without the ignore label."""
+        """The classes the network outputs: the declared labels without the ignore label, or for
+        region-based labels background then one entry per region (an output channel each)."""
+        if self.regions is not None:
+            return {0: "background", **{i: name for i, name in enumerate(self.regions.names, start=1)}}
         return {value: name for value, name in self.labels.items() if value != self.ignore_label}
 
 

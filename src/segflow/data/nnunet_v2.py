@@ -17,8 +17,8 @@ reported by the same contracts as every other finding. An optional `dataset` map
 ({case: {"images": [...], "label": ...}}) lists the files explicitly, as nnU-Net allows.
 
 An `ignore` label (nnU-Net: the name "ignore", the highest value) marks voxels left out of the
-loss and the metrics. Region-based labels (a label mapped to a list of values) are refused for
-now with a clear error.
+loss and the metrics. Region-based labels (a label mapped to a list of values, with
+`regions_class_order`) train one sigmoid output per region (segflow.data.regions).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from pathlib import Path
 
 from segflow.data.formats import IMAGE_SUFFIXES
 from segflow.data.msd import CaseFiles, LayoutError, MsdDataset, channel_of, confined_path, escaping_link, split_suffix
+from segflow.data.regions import Regions
 
 REQUIRED_KEYS = ("channel_names", "labels", "file_ending")
 IGNORE_LABEL = "ignore"
@@ -39,12 +40,42 @@ def is_nnunet_v2(descriptor: object) -> bool:
 
 
 def _int_value(name: str, value: object) -> int:
-    if isinstance(value, (list, tuple)):
-        raise LayoutError(f"dataset.json: label {name!r} is the region {list(value)}; region-based labels "
-                          "are not supported yet (one output per label value is)")
     if isinstance(value, bool) or not isinstance(value, int):
         raise LayoutError(f"dataset.json: label {name!r} must map to an integer, got {value!r}")
     return value
+
+
+def _region_values(name: str, value: object) -> tuple[int, ...]:
+    """A region's label values: a list of integers (a plain integer is a region of one value)."""
+    values = value if isinstance(value, (list, tuple)) else [value]
+    if not values:
+        raise LayoutError(f"dataset.json: region {name!r} covers no label value")
+    return tuple(_int_value(name, v) for v in values)
+
+
+def read_regions(labels: dict, class_order: object) -> tuple[dict[int, str], Regions, int | None]:
+    """Region-based labels: (every label value -> a name, the regions, the ignore value)."""
+    ignore = labels.get(IGNORE_LABEL)
+    declared = {str(n): _region_values(str(n), v) for n, v in labels.items() if n != IGNORE_LABEL}
+    if declared.pop("background", None) not in ((0,), None):
+        raise LayoutError("dataset.json: with region-based labels, 'background' must be 0")
+    if not isinstance(class_order, list) or len(class_order) != len(declared):
+        raise LayoutError(f"dataset.json: region-based labels need 'regions_class_order', one label value per "
+                          f"region ({len(declared)}: {', '.join(declared)}); got {class_order!r}")
+    regions = Regions(tuple(declared), tuple(declared.values()),
+                      tuple(_int_value("regions_class_order", v) for v in class_order))
+    by_value = {v: f"label {v}" for v in regions.label_values} | {0: "background"}
+    if ignore is not None:
+        ignore = _int_value(IGNORE_LABEL, ignore)
+        if ignore <= max(by_value):
+            raise LayoutError(f"dataset.json: the ignore label ({ignore}) must have the highest value "
+                              f"({max(by_value)} is not lower)")
+        by_value[ignore] = IGNORE_LABEL
+    return dict(sorted(by_value.items())), regions, ignore
+
+
+def is_region_based(labels: object) -> bool:
+    return isinstance(labels, dict) and any(isinstance(v, (list, tuple)) for v in labels.values())
 
 
 def read_labels(labels: object) -> tuple[dict[int, str], int | None]:
@@ -162,7 +193,11 @@ def _declared_cases(descriptor: dict) -> int | None:
 def read_nnunet_v2_dataset(root: Path) -> MsdDataset:
     """Parse an nnU-Net v2 raw dataset folder (see the module docstring)."""
     descriptor = load_descriptor(root)
-    labels, ignore = read_labels(descriptor["labels"])
+    regions = None
+    if is_region_based(descriptor["labels"]):
+        labels, regions, ignore = read_regions(descriptor["labels"], descriptor.get("regions_class_order"))
+    else:
+        labels, ignore = read_labels(descriptor["labels"])
     channels, ending = _channels(descriptor), _file_ending(descriptor)
     if "dataset" in descriptor:
         cases, orphans = _listed_cases(descriptor["dataset"]), []
@@ -170,10 +205,11 @@ def read_nnunet_v2_dataset(root: Path) -> MsdDataset:
         cases, orphans = _folder_cases(root, ending, len(channels))
     facts = {
         "declared_cases": _declared_cases(descriptor),
-        "labels_consecutive": consecutive_from_zero(list(labels)),
+        "labels_consecutive": consecutive_from_zero([v for v in labels if v != ignore]),
         "declared_label_values": json.dumps(sorted(labels)),
         "file_ending": ending,
         "file_ending_found": bool(cases) or not orphans,
     }
     return MsdDataset(root=root, name=str(descriptor.get("name", root.name)), labels=labels, modality=channels,
-                      cases=tuple(cases + orphans), ignore_label=ignore, layout="nnunetv2", facts=facts)
+                      cases=tuple(cases + orphans), ignore_label=ignore, layout="nnunetv2", facts=facts,
+                      regions=regions)

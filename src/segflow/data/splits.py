@@ -70,6 +70,8 @@ class Splits(BaseModel):
     ignore_label: int | None = None  # raw label value left out of the loss and metrics
     layout: str = "msd"  # the dataset's layout, as detected
     folds_from: str = "seeded k-fold"  # or splits_final.json
+    regions: dict | None = None  # region-based labels (segflow.data.regions.Regions.to_dict); `labels` then
+    # names background and one output per region
 
     def cases_of_fold(self, fold: int, among: list[str]) -> tuple[list[str], list[str]]:
         """(training, validation) ids among `among` (e.g. the cached cases) for fold `fold`."""

@@ -26,10 +26,11 @@ from segflow.data import formats
 from segflow.data.images import write_label
 from segflow.data.msd import channel_of, split_suffix
 from segflow.data.preprocess import is_planar, load_channels, prepare_image, restore_to_shape
+from segflow.data.regions import Regions
 from segflow.errors import SegflowError
 from segflow.files import atomic_path
 from segflow.inference.postprocessing import apply_postprocessing
-from segflow.inference.sliding_window import PROGRESS_WINDOWS, count_windows, pick_device, predict_probabilities
+from segflow.inference.sliding_window import PROGRESS_WINDOWS, count_windows, pick_device, predict_probabilities, to_labels
 from segflow.models.model_file import ModelFile, load_model_file
 from segflow.validation.contracts import content_rules, file_rules
 
@@ -511,11 +512,13 @@ def label_volume(predictor: Predictor, raw: RawImage, options: PredictOptions, l
     windows = count_windows(volume.image.shape[1:], bundle.patch_size, options.overlap)
     passes = len(predictor.nets) * (2 ** len(bundle.patch_size) if options.tta else 1)
     log(f"{path}: shape {_axes(raw.image.shape[1:])}, {windows} window(s) x {passes} pass(es)")
+    regions = Regions.of(bundle.info.get("regions"))
     probabilities = predict_probabilities(predictor.nets, volume.image, bundle.patch_size, tta=options.tta,
-                                          overlap=options.overlap, progress=windows > PROGRESS_WINDOWS)
+                                          overlap=options.overlap, progress=windows > PROGRESS_WINDOWS,
+                                          sigmoid=regions is not None)
     if volume.original_shape and list(volume.original_shape) != list(probabilities.shape[1:]):
         probabilities = restore_to_shape(probabilities, volume.original_shape)
-    labels = np.asarray(probabilities.argmax(0)).astype(np.uint8)
+    labels = to_labels(probabilities, regions)
     return apply_postprocessing(labels, bundle.postprocessing)
 
 

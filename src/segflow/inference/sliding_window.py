@@ -90,9 +90,10 @@ def flip(tensor: torch.Tensor, axes: tuple[int, ...]) -> torch.Tensor:
 
 def predict_probabilities(net: torch.nn.Module | list[torch.nn.Module], image: np.ndarray | torch.Tensor,
                           patch_size: list[int], tta: bool = False, sw_batch_size: int = 4,
-                          overlap: float = 0.5, **kwargs) -> torch.Tensor:
-    """Softmax (K, *spatial), averaged over the members of an ensemble (a list of networks) and,
-    with `tta`, over all mirrored copies of the input.
+                          overlap: float = 0.5, sigmoid: bool = False, **kwargs) -> torch.Tensor:
+    """Softmax (K, *spatial) (with `sigmoid`: per-output sigmoid, for region-based labels),
+    averaged over the members of an ensemble (a list of networks) and, with `tta`, over all
+    mirrored copies of the input.
 
     Mirrored copies go through the network together while their windows fit in one forward batch
     (`sw_batch_size` windows): a small volume (one window, e.g. Hippocampus) runs its 8 mirrors in
@@ -109,12 +110,21 @@ def predict_probabilities(net: torch.nn.Module | list[torch.nn.Module], image: n
             views = torch.stack([flip(image, axes) for axes in group])
             logits = predict_batch_logits(member, views, patch_size, sw_batch_size, overlap, **kwargs)
             for axes, view_logits in zip(group, logits, strict=True):
-                probabilities = flip(view_logits.softmax(0), axes)
+                probabilities = flip(view_logits.sigmoid() if sigmoid else view_logits.softmax(0), axes)
                 total = probabilities if total is None else total + probabilities
     return total / (len(flips) * len(members))
 
 
 def predict_labels(net: torch.nn.Module | list[torch.nn.Module], image: np.ndarray, patch_size: list[int],
-                   tta: bool = False, **kwargs) -> np.ndarray:
-    """Label map (*spatial) uint8 for one channel-first image."""
-    return predict_probabilities(net, image, patch_size, tta, **kwargs).argmax(0).numpy().astype(np.uint8)
+                   tta: bool = False, regions=None, **kwargs) -> np.ndarray:
+    """Label map (*spatial) uint8 for one channel-first image: the most probable class, or for
+    region-based labels (segflow.data.regions) the regions painted in their class order."""
+    probabilities = predict_probabilities(net, image, patch_size, tta, sigmoid=regions is not None, **kwargs)
+    return to_labels(probabilities, regions)
+
+
+def to_labels(probabilities: torch.Tensor | np.ndarray, regions=None) -> np.ndarray:
+    """(K, *spatial) probabilities -> (*spatial) uint8 label map (argmax, or the regions' order)."""
+    if regions is not None:
+        return regions.to_label_map(probabilities)
+    return np.asarray(torch.as_tensor(probabilities).argmax(0)).astype(np.uint8)

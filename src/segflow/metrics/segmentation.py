@@ -41,3 +41,30 @@ def hd95_per_class(prediction: np.ndarray, truth: np.ndarray, n_classes: int,
         warnings.simplefilter("ignore")
         values = metric(one_hot(prediction, n_classes), one_hot(truth, n_classes), spacing=spacing)[0]
     return [float(v) if np.isfinite(float(v)) else float("nan") for v in values]
+
+
+def dice_per_region(prediction: np.ndarray, truth: np.ndarray, regions) -> list[float]:
+    """Dice of each region (segflow.data.regions) between two label maps; 1.0 when both are empty."""
+    from monai.metrics import DiceMetric
+
+    metric = DiceMetric(include_background=True, reduction="none", ignore_empty=False)
+    as_tensor = [torch.as_tensor(regions.masks(m)[None]).float() for m in (prediction, truth)]
+    return [float(v) for v in metric(*as_tensor)[0]]
+
+
+def hd95_per_region(prediction: np.ndarray, truth: np.ndarray, regions, spacing: list[float] | None = None
+                    ) -> list[float]:
+    """95th-percentile Hausdorff distance per region; NaN where a side is empty."""
+    from monai.metrics import HausdorffDistanceMetric
+
+    metric = HausdorffDistanceMetric(include_background=True, percentile=95, reduction="none")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        values = metric(*[torch.as_tensor(regions.masks(m)[None]).float() for m in (prediction, truth)],
+                        spacing=spacing)[0]
+    return [float(v) if np.isfinite(float(v)) else float("nan") for v in values]
+
+
+def dice_per_output(prediction: np.ndarray, truth: np.ndarray, n_outputs: int, regions=None) -> list[float]:
+    """Dice per network output: per foreground class (n_outputs classes), or per region."""
+    return dice_per_region(prediction, truth, regions) if regions else dice_per_class(prediction, truth, n_outputs)

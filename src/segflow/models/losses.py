@@ -51,17 +51,45 @@ class IgnoringDiceCELoss(torch.nn.Module):
         return dice + per_voxel / kept.sum().clamp(min=1)
 
 
-def build_loss(model_cfg, ignore_label: int | None = None) -> torch.nn.Module:
+class RegionDiceBCELoss(torch.nn.Module):
+    """nnU-Net's loss for region-based labels: soft Dice over the sigmoid outputs plus binary
+    cross-entropy, one output per region (segflow.data.regions); voxels of `ignore` left out of
+    both (masked after encoding, as for classes)."""
+
+    def __init__(self, regions, ignore: int | None = None):
+        from monai.losses import DiceLoss
+
+        super().__init__()
+        self.regions, self.ignore = regions, ignore
+        self.dice = DiceLoss()
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        inside = self.regions.target(target).to(logits.dtype)
+        kept = torch.ones_like(target, dtype=logits.dtype) if self.ignore is None else (target != self.ignore).to(
+            logits.dtype)
+        dice = self.dice(torch.sigmoid(logits) * kept, inside * kept)
+        per_voxel = torch.nn.functional.binary_cross_entropy_with_logits(logits, inside, reduction="none") * kept
+        return dice + per_voxel.sum() / (kept.sum() * logits.shape[1]).clamp(min=1)
+
+
+def build_loss(model_cfg, ignore_label: int | None = None, regions=None) -> torch.nn.Module:
     """DiceCELoss on one-hot labels and softmax logits (voxels of `ignore_label` left out); wrapped
     per head where the network has them.
 
     Args:
         model_cfg: the `model:` section (name plus MONAI constructor arguments).
         ignore_label: the dataset's ignore label (nnU-Net v2), or None.
+        regions: the dataset's region-based labels (segflow.data.regions.Regions): Dice + BCE on
+            one sigmoid output per region instead.
     """
     from monai.losses import DiceCELoss
 
-    loss = DiceCELoss(to_onehot_y=True, softmax=True) if ignore_label is None else IgnoringDiceCELoss(ignore_label)
+    if regions is not None:
+        loss = RegionDiceBCELoss(regions, ignore_label)
+    elif ignore_label is None:
+        loss = DiceCELoss(to_onehot_y=True, softmax=True)
+    else:
+        loss = IgnoringDiceCELoss(ignore_label)
     if supports_deep_supervision(model_cfg.name, model_cfg.network_args()):
         return StackedHeadsLoss(loss)
     return loss

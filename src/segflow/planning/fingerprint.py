@@ -88,7 +88,8 @@ def geometry_summary(name: str, values: list[list[float]]) -> dict:
 
 
 def compute_fingerprint(data_root: Path, manifest: pd.DataFrame, kept: list[str], labels: dict[str, str],
-                        modality: dict[str, str], label_map: dict[int, int] | None, spatial_dims: int) -> dict:
+                        modality: dict[str, str], label_map: dict[int, int] | None, spatial_dims: int,
+                        regions: dict | None = None) -> dict:
     """Measure the kept cases; a JSON-able dict (see the module docstring)."""
     if not kept:
         raise ValueError("no kept cases to fingerprint (validate kept none)")
@@ -107,6 +108,7 @@ def compute_fingerprint(data_root: Path, manifest: pd.DataFrame, kept: list[str]
         "n_channels": n_channels,
         "modality": {str(k): v for k, v in modality.items()},
         "labels": {str(k): v for k, v in labels.items()},  # declared classes: one network output each
+        "regions": regions,  # or, region-based: one sigmoid output per region (labels[1:] name them)
         "case_ids": list(kept),
         "spacings": [case.spacing for case in cases],
         "shapes": [case.shape for case in cases],

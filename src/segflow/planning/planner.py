@@ -451,17 +451,24 @@ def check_fingerprint(fingerprint: dict, params: Params) -> None:
     if params.model.in_channels not in (AUTO, fingerprint["n_channels"]):
         raise ConfigError(f"model.in_channels is {params.model.in_channels} but the cases have "
                           f"{fingerprint['n_channels']} channel(s); set it to auto or {fingerprint['n_channels']}")
-    check_classes(fingerprint.get("labels"), params)
+    check_classes(fingerprint.get("labels"), params, fingerprint.get("regions"))
 
 
-def check_classes(labels: dict[str, str] | None, params: Params) -> None:
-    """model.out_channels must be the number of declared classes (one output per class), caught
-    here rather than when training starts."""
-    if labels is None or params.model.out_channels in (AUTO, len(labels)):
+def output_channels(labels: dict[str, str], regions: dict | None = None) -> int:
+    """One output per class (softmax), or per region (sigmoid: labels name background first)."""
+    return len(labels) - 1 if regions else len(labels)
+
+
+def check_classes(labels: dict[str, str] | None, params: Params, regions: dict | None = None) -> None:
+    """model.out_channels must be the number of declared classes (one output per class) or
+    regions, caught here rather than when training starts."""
+    if labels is None or params.model.out_channels in (AUTO, output_channels(labels, regions)):
         return
+    expected = output_channels(labels, regions)
     source = "data.labels" if params.data.layout == "folders2d" else "dataset.json labels"
+    what = "regions" if regions else "classes"
     raise ConfigError(f"model.out_channels is {params.model.out_channels} but the {source} declare "
-                      f"{len(labels)} classes ({labels}); set model.out_channels to auto or {len(labels)}")
+                      f"{expected} {what} ({labels}); set model.out_channels to auto or {expected}")
 
 
 def dataset_channels(fingerprint: dict, params: Params) -> dict:
@@ -470,7 +477,7 @@ def dataset_channels(fingerprint: dict, params: Params) -> dict:
     if args.get("in_channels") == AUTO:
         args["in_channels"] = int(fingerprint["n_channels"])
     if args.get("out_channels") == AUTO:
-        args["out_channels"] = len(fingerprint["labels"])
+        args["out_channels"] = output_channels(fingerprint["labels"], fingerprint.get("regions"))
     return args
 
 

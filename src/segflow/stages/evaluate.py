@@ -13,12 +13,13 @@ import pandas as pd
 
 from segflow.config import Params
 from segflow.data.cache import PreprocessedCache
+from segflow.data.regions import Regions
 from segflow.data.splits import Splits
 from segflow.files import write_json
 from segflow.inference.postprocessing import apply_postprocessing, choose_postprocessing, keep_largest_component
 from segflow.inference.sliding_window import PROGRESS_WINDOWS, count_windows, pick_device, predict_labels
 from segflow.metrics.per_case import CASE_ID, DICE, FOLD, HD95, raw_dice_column, score_column, write_per_case
-from segflow.metrics.segmentation import dice_per_class, hd95_per_class, without_ignored
+from segflow.metrics.segmentation import dice_per_output, hd95_per_class, hd95_per_region, without_ignored
 from segflow.models.model_file import ModelFile, load_model_file
 from segflow.paths import Paths
 
@@ -30,12 +31,14 @@ def validation_cases(paths: Paths, fold: int) -> list[str]:
 
 
 def score_case(prediction: np.ndarray, truth: np.ndarray, class_names: list[str], spacing, hd95: bool,
-               suffix: str = "") -> dict:
+               suffix: str = "", regions=None) -> dict:
+    """Dice (and HD95) per foreground class, or per region for region-based labels."""
     n_classes = len(class_names) + 1
-    scores = dice_per_class(prediction, truth, n_classes)
+    scores = dice_per_output(prediction, truth, n_classes, regions)
     row = {f"dice_{n}{suffix}": d for n, d in zip(class_names, scores, strict=True)}
     if hd95:
-        distances = hd95_per_class(prediction, truth, n_classes, spacing)
+        distances = (hd95_per_region(prediction, truth, regions, spacing) if regions
+                     else hd95_per_class(prediction, truth, n_classes, spacing))
         row.update({f"hd95_{n}{suffix}": d for n, d in zip(class_names, distances, strict=True)})
     return row
 
@@ -45,14 +48,15 @@ def class_names_of(bundle: ModelFile) -> list[str]:
 
 
 def score_both(prediction: np.ndarray, item: dict, names: list[str], spacing, hd95: bool,
-               ignore_label: int | None = None) -> dict:
+               ignore_label: int | None = None, regions=None) -> dict:
     """Scores of the raw prediction and of the prediction with every class's largest component kept
     (a class's score depends only on its own mask, so one pass serves every class); voxels of the
-    ignore label count for no class."""
-    cleaned = keep_largest_component(prediction, list(range(1, len(names) + 1)))
-    return {**score_case(*without_ignored(prediction, item["label"][0], ignore_label), names, spacing, hd95),
-            **score_case(*without_ignored(cleaned, item["label"][0], ignore_label), names, spacing, hd95,
-                         suffix=LCC)}
+    ignore label count for no class. Region-based labels are not post-processed (the same scores)."""
+    cleaned = prediction if regions else keep_largest_component(prediction, list(range(1, len(names) + 1)))
+    truth = item["label"][0]
+    return {**score_case(*without_ignored(prediction, truth, ignore_label), names, spacing, hd95, regions=regions),
+            **score_case(*without_ignored(cleaned, truth, ignore_label), names, spacing, hd95, suffix=LCC,
+                         regions=regions)}
 
 
 def evaluate_fold(params: Params, paths: Paths, fold: int, spacing: dict) -> tuple[list[dict], dict]:
@@ -60,14 +64,16 @@ def evaluate_fold(params: Params, paths: Paths, fold: int, spacing: dict) -> tup
     bundle = load_model_file(paths.model_for(fold))
     nets, names, cfg = bundle.build(pick_device()), class_names_of(bundle), params.evaluate
     rows, predictions, ignore_label = [], {}, Splits.load(paths.splits).ignore_label
+    regions = Regions.of(bundle.info.get("regions"))
     for item in PreprocessedCache(paths.preprocessed).iter_cases(validation_cases(paths, fold)):
         windows = count_windows(item["image"].shape[1:], bundle.patch_size, cfg.sw_overlap)
         prediction = predict_labels(nets, item["image"], bundle.patch_size, tta=cfg.tta,
                                     sw_batch_size=cfg.sw_batch_size, overlap=cfg.sw_overlap,
-                                    progress=windows > PROGRESS_WINDOWS)  # a bar for a long case (stderr)
+                                    progress=windows > PROGRESS_WINDOWS,  # a bar for a long case (stderr)
+                                    regions=regions)
         case_spacing = spacing[item["case_id"]]["spacing"]
         rows.append({"case_id": item["case_id"], "fold": fold,
-                     **score_both(prediction, item, names, case_spacing, cfg.hd95, ignore_label)})
+                     **score_both(prediction, item, names, case_spacing, cfg.hd95, ignore_label, regions)})
         if len(predictions) < cfg.overlay_cases:
             predictions[item["case_id"]] = (item, prediction)
     return rows, predictions
@@ -110,14 +116,14 @@ def summarise(per_case: pd.DataFrame, class_names: list[str]) -> dict:
 
 
 def write_overlays(paths: Paths, predictions: dict, names: list[str], decision: dict, tracker,
-                   ignore_label: int | None = None) -> None:
+                   ignore_label: int | None = None, regions=None) -> None:
     from segflow.reporting.figures import plot_prediction
 
     paths.overlays.mkdir(parents=True, exist_ok=True)
     overlays = []
     for case_id, (item, prediction) in predictions.items():
         final = apply_postprocessing(prediction, decision)
-        scores = dice_per_class(*without_ignored(final, item["label"][0], ignore_label), len(names) + 1)
+        scores = dice_per_output(*without_ignored(final, item["label"][0], ignore_label), len(names) + 1, regions)
         dest = paths.overlays / f"{case_id}.png"
         plot_prediction(case_id, item["image"][0], item["label"][0], final, list(scores), dest)
         overlays.append(dest)
@@ -132,12 +138,13 @@ def run(params: Params, paths: Paths, tracker=None) -> tuple[dict, pd.DataFrame,
         fold_rows, fold_predictions = evaluate_fold(params, paths, fold, spacing)
         rows += fold_rows
         predictions.update(list(fold_predictions.items())[: params.evaluate.overlay_cases - len(predictions)])
-    names = class_names_of(load_model_file(paths.model_for(params.split.folds[0])))
+    bundle = load_model_file(paths.model_for(params.split.folds[0]))
+    names, regions = class_names_of(bundle), Regions.of(bundle.info.get("regions"))
     scores = pd.DataFrame(rows)
     decision = (choose_postprocessing(scores, names) if params.evaluate.postprocess
                 else {"keep_largest_component": [], "rule": "evaluate.postprocess is false"})
     per_case = apply_decision(scores, names, decision)
-    write_overlays(paths, predictions, names, decision, tracker, Splits.load(paths.splits).ignore_label)
+    write_overlays(paths, predictions, names, decision, tracker, Splits.load(paths.splits).ignore_label, regions)
     return summarise(per_case, names), per_case, decision
 
 

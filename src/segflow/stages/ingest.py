@@ -68,7 +68,8 @@ def run(params: Params, paths: Paths) -> tuple[pd.DataFrame, Splits]:
                     labels=class_labels(params.data, dataset),
                     label_values=sorted(int(k) for k in dataset.labels),
                     modality={str(k): v for k, v in dataset.modality.items()},
-                    folds=folds, ignore_label=dataset.ignore_label, layout=dataset.layout, folds_from=source)
+                    folds=folds, ignore_label=dataset.ignore_label, layout=dataset.layout, folds_from=source,
+                    regions=dataset.regions.to_dict() if dataset.regions else None)
     return manifest, splits
 
 

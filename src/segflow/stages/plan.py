@@ -37,7 +37,7 @@ def main(params: Params, paths: Paths, tracker=None) -> dict:
     splits = Splits.load(paths.splits)
     fingerprint = compute_fingerprint(
         paths.root / params.data.root, pd.read_csv(paths.manifest), ValidationReport.load(paths.validation_report).kept,
-        splits.labels, splits.modality, params.data.label_map, params.model.spatial_dims)
+        splits.labels, splits.modality, params.data.label_map, params.model.spatial_dims, splits.regions)
     write_json(paths.fingerprint, fingerprint)
     plan = make_plan(fingerprint, params)
     plan.save(paths.plan)

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from segflow.inference.sliding_window import autocast, predict_labels
-from segflow.metrics.segmentation import dice_per_class, without_ignored
+from segflow.metrics.segmentation import dice_per_output, without_ignored
 
 
 def memory_format(channels_last: bool, spatial_dims: int) -> torch.memory_format:
@@ -50,11 +50,11 @@ def train_epoch(net, loader, loss_fn, optimizer, scaler, device, amp: bool, prog
 
 
 def validate(net, items: list[dict], patch_size: list[int], n_classes: int, amp: bool,
-             ignore_label: int | None = None) -> list[float]:
-    """Mean Dice per foreground class over the validation cases (sliding window, whole volumes),
-    voxels of the ignore label left out."""
+             ignore_label: int | None = None, regions=None) -> list[float]:
+    """Mean Dice per foreground class (or per region) over the validation cases (sliding window,
+    whole volumes), voxels of the ignore label left out."""
     net.eval()
-    scores = [dice_per_class(*without_ignored(predict_labels(net, it["image"], patch_size, amp=amp), it["label"][0],
-                                              ignore_label), n_classes)
+    scores = [dice_per_output(*without_ignored(predict_labels(net, it["image"], patch_size, amp=amp, regions=regions),
+                                               it["label"][0], ignore_label), n_classes, regions)
               for it in items]
     return [float(v) for v in np.mean(scores, axis=0)]

@@ -12,6 +12,7 @@ import torch
 
 from segflow.config import AUTO, MAX_AUTO_ITERATIONS, Params
 from segflow.data.cache import PreprocessedCache
+from segflow.data.regions import Regions
 from segflow.data.splits import Splits
 from segflow.errors import StageFailed
 from segflow.files import file_hash
@@ -43,12 +44,14 @@ def split_cases(paths: Paths, params: Params) -> tuple[list[str], list[str]]:
 
 
 def class_names(paths: Paths, params: Params) -> dict[str, str]:
-    """The dataset's labels ({"0": "background", ...}), which must match model.out_channels."""
-    labels = Splits.load(paths.splits).labels
-    if len(labels) != params.model.out_channels:
-        raise StageFailed(f"dataset.json declares {len(labels)} labels but model.out_channels is "
-                          f"{params.model.out_channels}; they must match")
-    return labels
+    """The dataset's labels ({"0": "background", ...}), one per output of model.out_channels (for
+    region-based labels: background, then one per region and output)."""
+    splits = Splits.load(paths.splits)
+    outputs = len(splits.labels) - 1 if splits.regions else len(splits.labels)
+    if outputs != params.model.out_channels:
+        raise StageFailed(f"dataset.json declares {outputs} {'regions' if splits.regions else 'labels'} but "
+                          f"model.out_channels is {params.model.out_channels}; they must match")
+    return splits.labels
 
 
 # Bytes per voxel besides image and label that an in-memory case costs: MONAI's foreground and
@@ -112,13 +115,14 @@ class Trainer:
         self.device = D.process_device(training_device(cfg.device))
         self.amp = cfg.amp and self.device.type == "cuda"
         self.labels = class_names(paths, params)
-        self.ignore_label = Splits.load(paths.splits).ignore_label
+        splits = Splits.load(paths.splits)
+        self.ignore_label, self.regions = splits.ignore_label, Regions.of(splits.regions)
         train_ids, val_ids = split_cases(paths, params)
         self.fingerprint = resume_fingerprint(params, paths, train_ids, code_digest or {})
         torch.manual_seed(params.seed)
         layout = loop.memory_format(cfg.channels_last, params.model.spatial_dims)
         self.net = build_network(params.model.name, params.model.network_args()).to(self.device, memory_format=layout)
-        self.loss_fn = build_loss(params.model, self.ignore_label)
+        self.loss_fn = build_loss(params.model, self.ignore_label, self.regions)
         self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp)
         self.loader = self.build_loader(train_ids)
@@ -181,7 +185,7 @@ class Trainer:
             return None
         cases = PreprocessedCache(self.paths.preprocessed).iter_cases(self.val_ids)  # one case in memory at a time
         return loop.validate(self.net, cases, self.params.preprocess.patch_size,
-                             self.params.model.out_channels, self.amp, self.ignore_label)
+                             self.params.model.out_channels, self.amp, self.ignore_label, self.regions)
 
     def fit(self) -> TrainState:
         total = self.params.train.epochs
@@ -220,7 +224,8 @@ class Trainer:
                          state_dicts=[self.net.state_dict()], folds=[self.fold], preprocessing=preprocessing,
                          info={"epochs": self.state.epoch,
                                "label_map": {str(k): v for k, v in (self.params.data.label_map or {}).items()},
-                               "val_dice_mean": final.get("val_dice_mean"), "fingerprint": self.fingerprint})
+                               "val_dice_mean": final.get("val_dice_mean"), "fingerprint": self.fingerprint,
+                               "regions": self.regions.to_dict() if self.regions else None})
 
     def summary(self, clock: Stopwatch) -> TrainSummary:
         """The fold's summary; `clock` started with this process's run (`seconds_this_run`)."""
