@@ -5,9 +5,13 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from segflow.data.regions import Regions
 
 PROGRESS_WINDOWS = 64  # a pass over more sliding windows than this shows a progress bar (stderr)
 
@@ -116,14 +120,14 @@ def predict_probabilities(net: torch.nn.Module | list[torch.nn.Module], image: n
 
 
 def predict_labels(net: torch.nn.Module | list[torch.nn.Module], image: np.ndarray, patch_size: list[int],
-                   tta: bool = False, regions=None, **kwargs) -> np.ndarray:
+                   tta: bool = False, regions: Regions | None = None, **kwargs) -> np.ndarray:
     """Label map (*spatial) uint8 for one channel-first image: the most probable class, or for
     region-based labels (segflow.data.regions) the regions painted in their class order."""
     probabilities = predict_probabilities(net, image, patch_size, tta, sigmoid=regions is not None, **kwargs)
     return to_labels(probabilities, regions)
 
 
-def to_labels(probabilities: torch.Tensor | np.ndarray, regions=None) -> np.ndarray:
+def to_labels(probabilities: torch.Tensor | np.ndarray, regions: Regions | None = None) -> np.ndarray:
     """(K, *spatial) probabilities -> (*spatial) uint8 label map (argmax, or the regions' order)."""
     if regions is not None:
         return regions.to_label_map(probabilities)

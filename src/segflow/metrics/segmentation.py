@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from segflow.data.regions import Regions
 
 
 def one_hot(labels: np.ndarray, n_classes: int) -> torch.Tensor:
@@ -43,7 +47,7 @@ def hd95_per_class(prediction: np.ndarray, truth: np.ndarray, n_classes: int,
     return [float(v) if np.isfinite(float(v)) else float("nan") for v in values]
 
 
-def dice_per_region(prediction: np.ndarray, truth: np.ndarray, regions) -> list[float]:
+def dice_per_region(prediction: np.ndarray, truth: np.ndarray, regions: Regions) -> list[float]:
     """Dice of each region (segflow.data.regions) between two label maps; 1.0 when both are empty."""
     from monai.metrics import DiceMetric
 
@@ -52,7 +56,7 @@ def dice_per_region(prediction: np.ndarray, truth: np.ndarray, regions) -> list[
     return [float(v) for v in metric(*as_tensor)[0]]
 
 
-def hd95_per_region(prediction: np.ndarray, truth: np.ndarray, regions, spacing: list[float] | None = None
+def hd95_per_region(prediction: np.ndarray, truth: np.ndarray, regions: Regions, spacing: list[float] | None = None
                     ) -> list[float]:
     """95th-percentile Hausdorff distance per region; NaN where a side is empty."""
     from monai.metrics import HausdorffDistanceMetric
@@ -65,6 +69,6 @@ def hd95_per_region(prediction: np.ndarray, truth: np.ndarray, regions, spacing:
     return [float(v) if np.isfinite(float(v)) else float("nan") for v in values]
 
 
-def dice_per_output(prediction: np.ndarray, truth: np.ndarray, n_outputs: int, regions=None) -> list[float]:
+def dice_per_output(prediction: np.ndarray, truth: np.ndarray, n_outputs: int, regions: Regions | None = None) -> list[float]:
     """Dice per network output: per foreground class (n_outputs classes), or per region."""
     return dice_per_region(prediction, truth, regions) if regions else dice_per_class(prediction, truth, n_outputs)

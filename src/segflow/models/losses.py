@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from segflow.models.factory import supports_deep_supervision
+
+if TYPE_CHECKING:
+    from segflow.data.regions import Regions
 
 
 class StackedHeadsLoss(torch.nn.Module):
@@ -56,7 +61,7 @@ class RegionDiceBCELoss(torch.nn.Module):
     cross-entropy, one output per region (segflow.data.regions); voxels of `ignore` left out of
     both (masked after encoding, as for classes)."""
 
-    def __init__(self, regions, ignore: int | None = None):
+    def __init__(self, regions: Regions, ignore: int | None = None):
         from monai.losses import DiceLoss
 
         super().__init__()
@@ -72,7 +77,7 @@ class RegionDiceBCELoss(torch.nn.Module):
         return dice + per_voxel.sum() / (kept.sum() * logits.shape[1]).clamp(min=1)
 
 
-def build_loss(model_cfg, ignore_label: int | None = None, regions=None) -> torch.nn.Module:
+def build_loss(model_cfg, ignore_label: int | None = None, regions: Regions | None = None) -> torch.nn.Module:
     """DiceCELoss on one-hot labels and softmax logits (voxels of `ignore_label` left out); wrapped
     per head where the network has them.
 

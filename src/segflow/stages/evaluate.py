@@ -31,7 +31,7 @@ def validation_cases(paths: Paths, fold: int) -> list[str]:
 
 
 def score_case(prediction: np.ndarray, truth: np.ndarray, class_names: list[str], spacing, hd95: bool,
-               suffix: str = "", regions=None) -> dict:
+               suffix: str = "", regions: Regions | None = None) -> dict:
     """Dice (and HD95) per foreground class, or per region for region-based labels."""
     n_classes = len(class_names) + 1
     scores = dice_per_output(prediction, truth, n_classes, regions)
@@ -48,7 +48,7 @@ def class_names_of(bundle: ModelFile) -> list[str]:
 
 
 def score_both(prediction: np.ndarray, item: dict, names: list[str], spacing, hd95: bool,
-               ignore_label: int | None = None, regions=None) -> dict:
+               ignore_label: int | None = None, regions: Regions | None = None) -> dict:
     """Scores of the raw prediction and of the prediction with every class's largest component kept
     (a class's score depends only on its own mask, so one pass serves every class); voxels of the
     ignore label count for no class. Region-based labels are not post-processed (the same scores)."""
@@ -116,7 +116,7 @@ def summarise(per_case: pd.DataFrame, class_names: list[str]) -> dict:
 
 
 def write_overlays(paths: Paths, predictions: dict, names: list[str], decision: dict, tracker,
-                   ignore_label: int | None = None, regions=None) -> None:
+                   ignore_label: int | None = None, regions: Regions | None = None) -> None:
     from segflow.reporting.figures import plot_prediction
 
     paths.overlays.mkdir(parents=True, exist_ok=True)

@@ -3,11 +3,16 @@ the memory layout the network trains in. `trainer.Trainer` strings them together
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 
 from segflow.inference.sliding_window import autocast, predict_labels
 from segflow.metrics.segmentation import dice_per_output, without_ignored
+
+if TYPE_CHECKING:
+    from segflow.data.regions import Regions
 
 
 def memory_format(channels_last: bool, spatial_dims: int) -> torch.memory_format:
@@ -50,7 +55,7 @@ def train_epoch(net, loader, loss_fn, optimizer, scaler, device, amp: bool, prog
 
 
 def validate(net, items: list[dict], patch_size: list[int], n_classes: int, amp: bool,
-             ignore_label: int | None = None, regions=None) -> list[float]:
+             ignore_label: int | None = None, regions: Regions | None = None) -> list[float]:
     """Mean Dice per foreground class (or per region) over the validation cases (sliding window,
     whole volumes), voxels of the ignore label left out."""
     net.eval()
