@@ -175,7 +175,7 @@ TINY_PARAMS_2D = {
     "data": {"root": "data/isbi2012-membrane", "layout": "folders2d", "local_copy": None, "url": None,
              "md5": None, "labels": {0: "cell", 1: "membrane"}, "label_map": {255: 0, 0: 1}},
     "preprocess": {"patch_size": [128, 128]},
-    "model": {"spatial_dims": 2, "out_channels": 2},
+    "model": {"spatial_dims": 2},  # in/out channels: auto, from the images and data.labels
 }
 
 

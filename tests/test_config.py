@@ -225,3 +225,11 @@ def test_a_moved_key_set_in_both_places_is_refused(tmp_path, raw_params):
     raw["augment"]["patch_size"] = [40, 56, 40]
     with pytest.raises(ConfigError, match="augment.patch_size moved to preprocess.patch_size; set it there only"):
         load_params(write_params(tmp_path, raw))
+
+
+def test_autos_the_plan_does_not_fill_are_not_unresolved():
+    """data.layout is detected by ingest and train.iterations_per_epoch by the trainer: neither
+    waits for the plan, and resolving params with a plan leaves them auto."""
+    unresolved = load_params(REPO_PARAMS).unresolved()
+    assert "data.layout" not in unresolved and "train.iterations_per_epoch" not in unresolved
+    assert {"model.in_channels", "model.out_channels"} <= set(unresolved)
