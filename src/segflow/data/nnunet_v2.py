@@ -34,11 +34,6 @@ REQUIRED_KEYS = ("channel_names", "labels", "file_ending")
 IGNORE_LABEL = "ignore"
 
 
-def is_nnunet_v2(descriptor: object) -> bool:
-    """A dataset.json in nnU-Net v2's form: channel names and a file ending, no MSD training list."""
-    return isinstance(descriptor, dict) and "channel_names" in descriptor and "training" not in descriptor
-
-
 def _int_value(name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise LayoutError(f"dataset.json: label {name!r} must map to an integer, got {value!r}")
