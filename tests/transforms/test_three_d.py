@@ -120,3 +120,22 @@ def test_contrast_and_gamma_keep_z_scored_values_in_their_range(repo_cfg, prob, 
     image = run(with_(repo_cfg, **{**NEVER, prob: 1.0}), case, seed=seed)["image"].numpy()
     assert image.min() >= case["image"].min() - 1e-5 and image.max() <= case["image"].max() + 1e-5
     assert image.min() < 0  # negatives survive: no clipping to [0, 1]
+
+
+def test_foreground_patches_never_centre_on_the_ignore_label(repo_cfg):
+    """An annotated blob beside a large unannotated (ignore) slab: with every patch foreground-
+    centred, each patch holds annotated voxels; counting the slab as foreground would centre most
+    patches in it."""
+    from monai.transforms import Compose
+
+    from segflow.transforms.three_d import build_cached_transforms, build_random_transforms
+
+    label = np.zeros((1, 40, 40, 40), np.uint8)
+    label[0, 30:34, 30:34, 30:34] = 1
+    label[0, :, :, :20] = 9  # ignore
+    cfg = with_(repo_cfg, foreground_oversample=1.0, **NEVER)
+    pipeline = Compose(build_cached_transforms([8, 8, 8], ignore_label=9) + build_random_transforms(cfg, [8, 8, 8]))
+    pipeline.set_random_state(0)
+    for _ in range(20):
+        patch = pipeline({"image": np.zeros_like(label, np.float32), "label": label})[0]["label"]
+        assert (np.asarray(patch) == 1).any()

@@ -110,7 +110,8 @@ def preprocess_cases(data_root: Path, manifest: pd.DataFrame, kept: list[str], c
     return entries, failed
 
 
-def augmented_samples(params: Params, cache: PreprocessedCache, case_ids: list[str]) -> list:
+def augmented_samples(params: Params, cache: PreprocessedCache, case_ids: list[str],
+                      ignore_label: int | None = None) -> list:
     """Apply the training transforms to a few cached cases (seeded, so the preview is stable)."""
     from monai.data import set_track_meta
     from monai.transforms import Compose
@@ -118,7 +119,8 @@ def augmented_samples(params: Params, cache: PreprocessedCache, case_ids: list[s
     from segflow.transforms import build_training_transforms
 
     set_track_meta(False)
-    cached, random = build_training_transforms(params.augment, params.preprocess.patch_size, params.model.spatial_dims)
+    cached, random = build_training_transforms(params.augment, params.preprocess.patch_size, params.model.spatial_dims,
+                                               ignore_label)
     transforms = Compose(cached + random)
     transforms.set_random_state(params.seed)
     samples = []
@@ -139,11 +141,11 @@ def main(params: Params, paths: Paths, tracker=None) -> dict:
     kept = ValidationReport.load(paths.validation_report).kept
     preprocessing = Plan.load(paths.plan).preprocessing
     cache = PreprocessedCache(paths.preprocessed)
+    ignore_label = Splits.load(paths.splits).ignore_label
     index, failed = preprocess_cases(paths.root / params.data.root, manifest, kept, cache, params.data.label_map,
-                                     preprocessing, params.preprocess.num_workers,
-                                     Splits.load(paths.splits).ignore_label)
+                                     preprocessing, params.preprocess.num_workers, ignore_label)
     cache.write_index(preprocessing, index, failed)
-    samples = augmented_samples(params, cache, list(index)[: params.augment.preview_samples])
+    samples = augmented_samples(params, cache, list(index)[: params.augment.preview_samples], ignore_label)
     plot_samples(samples, paths.preprocess_preview)
     if tracker:
         tracker.log_images("preprocess/preview", [paths.preprocess_preview])

@@ -146,7 +146,7 @@ class Trainer:
         patch, dims = self.params.preprocess.patch_size, self.params.model.spatial_dims
         if self.in_memory:
             items = cache.load(train_ids)
-            cached, random = build_training_transforms(self.params.augment, patch, dims)
+            cached, random = build_training_transforms(self.params.augment, patch, dims, self.ignore_label)
         else:
             items = [cache.file_item(case_id) for case_id in train_ids]
             cached, random = [], build_streaming_transforms(self.params.augment, patch, dims)

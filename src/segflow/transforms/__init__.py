@@ -16,13 +16,13 @@ def resolved_patch_size(patch_size: Sequence[int] | str) -> list[int]:
 
 
 def build_training_transforms(cfg: AugmentConfig, patch_size: Sequence[int] | str,
-                              spatial_dims: int) -> tuple[list, list]:
+                              spatial_dims: int, ignore_label: int | None = None) -> tuple[list, list]:
     """(cached, random) transform lists for `spatial_dims` patches of `patch_size`; cached ones
-    run once per case."""
+    run once per case. Foreground-centred patches never centre on `ignore_label` voxels."""
     if spatial_dims == 3:
         from segflow.transforms.three_d import build_cached_transforms, build_random_transforms
 
-        return build_cached_transforms(patch_size), build_random_transforms(cfg, patch_size)
+        return build_cached_transforms(patch_size, ignore_label), build_random_transforms(cfg, patch_size)
     from segflow.transforms.two_d import build_random_transforms_2d
 
     return [], build_random_transforms_2d(cfg, patch_size)

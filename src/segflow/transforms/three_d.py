@@ -15,11 +15,30 @@ from segflow.transforms import resolved_patch_size
 KEYS = ("image", "label")
 
 
-def build_cached_transforms(patch_size: Sequence[int] | str) -> list:
-    """Deterministic: pad to at least the patch, precompute foreground/background voxel indices."""
+class SamplingIndicesd:
+    """MONAI's FgBgToIndicesd for the patch sampler, with the ignore label's voxels counted as
+    background: a foreground-centred patch is centred on an annotated class, never on the
+    unannotated voxels (nnU-Net samples the same way)."""
+
+    def __init__(self, ignore_label: int):
+        self.ignore_label = ignore_label
+
+    def __call__(self, data: dict) -> dict:
+        import numpy as np
+        from monai.transforms.utils import map_binary_to_indices
+
+        label = np.asarray(data["label"])
+        foreground, background = map_binary_to_indices((label > 0) & (label != self.ignore_label))
+        return {**data, "label_fg_indices": foreground, "label_bg_indices": background}
+
+
+def build_cached_transforms(patch_size: Sequence[int] | str, ignore_label: int | None = None) -> list:
+    """Deterministic: pad to at least the patch, precompute foreground/background voxel indices
+    (the ignore label's voxels as background)."""
     from monai import transforms as T
 
-    return [T.SpatialPadd(KEYS, spatial_size=resolved_patch_size(patch_size)), T.FgBgToIndicesd("label")]
+    indices = T.FgBgToIndicesd("label") if ignore_label is None else SamplingIndicesd(ignore_label)
+    return [T.SpatialPadd(KEYS, spatial_size=resolved_patch_size(patch_size)), indices]
 
 
 def build_spatial_transforms(cfg: AugmentConfig, spatial_dims: int) -> list:
