@@ -145,3 +145,12 @@ def test_without_input_predict_takes_the_project_datasets_images_ts(tmp_path):
                                                       tmp_path / "artifacts/predictions/imagesTs")
     with pytest.raises(PredictRefused, match="--output is required"):
         resolve_io(tmp_path, None)
+
+
+def test_the_summary_names_an_inputs_channel_files():
+    from segflow.inference.predict import Outcome, summary_lines
+
+    lines = summary_lines([Outcome(Path("in/case_0000.nrrd"), Path("out/case.nrrd"), channel_files=2),
+                           Outcome(Path("in/other.nii.gz"), rule="image_readable")])
+    assert lines[1] == "  written  in/case_0000.nrrd (+1 channel files) -> out/case.nrrd"
+    assert lines[2] == "  refused  in/other.nii.gz  [image_readable]"

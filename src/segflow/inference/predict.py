@@ -92,6 +92,12 @@ class Outcome:
     rule: str | None = None
     message: str = ""
     notes: list[str] = field(default_factory=list)  # short flags for the summary (out of distribution, ...)
+    channel_files: int = 1  # files the input was read from (one per channel, nnU-Net's naming)
+
+    @property
+    def shown(self) -> str:
+        """The input as the summary names it: its first file, and how many channel files it has."""
+        return f"{self.source}" + (f" (+{self.channel_files - 1} channel files)" if self.channel_files > 1 else "")
 
 
 @dataclass(frozen=True)
@@ -572,10 +578,10 @@ def predict_one(job: Job, predictor: Predictor, options: PredictOptions, log: Lo
         raw, notes = finite_input(job.source, raw, options.repair_nonfinite, file_log)
     except InputRefused as exc:
         file_log(f"refused {job.source} [{exc.rule}]: {exc}")
-        return Outcome(job.source, rule=exc.rule, message=str(exc))
+        return Outcome(job.source, rule=exc.rule, message=str(exc), channel_files=len(job.files))
     labels = label_volume(predictor, raw, options, file_log, job.source)
     notes += flag_out_of_distribution(job.source, raw, predictor.bundle, file_log)
-    return Outcome(job.source, write_labels(labels, predictor.bundle, job), notes=notes)
+    return Outcome(job.source, write_labels(labels, predictor.bundle, job), notes=notes, channel_files=len(job.files))
 
 
 def predict_files(model: str, source: Path, output: Path, options: PredictOptions = PredictOptions(),
@@ -600,9 +606,9 @@ def summary_lines(outcomes: list[Outcome]) -> list[str]:
     lines = [head + (f", {len(flagged)} flagged" if flagged else "")]
     for o in outcomes:
         if o.dest is None:
-            lines.append(f"  refused  {o.source}  [{o.rule}]")
+            lines.append(f"  refused  {o.shown}  [{o.rule}]")
         else:
-            lines.append(f"  written  {o.source} -> {o.dest}" + (f"  [{'; '.join(o.notes)}]" if o.notes else ""))
+            lines.append(f"  written  {o.shown} -> {o.dest}" + (f"  [{'; '.join(o.notes)}]" if o.notes else ""))
     return lines
 
 
