@@ -106,7 +106,7 @@ class PreprocessConfig(Section):
     patch_size: Annotated[list[int], Field(min_length=2, max_length=3)] | Auto = AUTO
     target_spacing: Annotated[list[float], Field(min_length=2, max_length=3)] | Auto = AUTO  # mm per axis
     normalisation: Literal["auto", "zscore", "ct"] = AUTO  # auto: ct for CT modality, else zscore
-    num_workers: int = Field(0, ge=0)  # processes preparing cases in parallel; 0: one per CPU core
+    num_workers: int = Field(0, ge=0)  # processes preparing cases in parallel; 0: one per core (and per 16 cases)
 
     @field_validator("patch_size", "target_spacing")
     @classmethod

@@ -196,6 +196,9 @@ def test_dispatched_pipeline_matches_a_plain_dvc_repro(stack, deployed, preproce
     DVC cache hits of the same data and params, so only train, evaluate and register run there."""
     tiny_project = preprocessed_project
     first = start_pipeline(stack, deployed, DISPATCH_OVERRIDES)
+    # The second run is started once the first holds the deployment's slot: started together,
+    # either may reach the worker first (seen on a busy 2-core machine), and the other one waits.
+    wait_for(stack, first, final=("Running", "Completed", "Failed", "Crashed", "Cancelled"))
     second = start_pipeline(stack, deployed, DISPATCH_OVERRIDES)
     finished = wait_for(stack, first)
     assert finished["state"] == "Completed", f"{finished['message']}\n{stack.logs()}"

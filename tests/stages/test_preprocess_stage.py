@@ -67,3 +67,11 @@ def test_no_case_prepared_stops_the_stage(tmp_path):
     (tmp_path / "data" / "labelsTr" / "case_0.nii.gz").unlink()
     with pytest.raises(StageFailed, match="no case could be prepared"):
         preprocess_cases(tmp_path / "data", manifest, cases, PreprocessedCache(tmp_path / "cache"), preprocessing=PLAN)
+
+
+def test_auto_workers_are_one_per_core_but_not_for_a_handful_of_cases(monkeypatch):
+    from segflow.stages.preprocess import worker_count
+
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    assert worker_count(0, 220) == 8 and worker_count(0, 40) == 2 and worker_count(0, 10) == 1
+    assert worker_count(3, 2) == 2 and worker_count(3, 100) == 3

@@ -57,9 +57,17 @@ def case_jobs(data_root: Path, manifest: pd.DataFrame, kept: list[str], cache: P
             for case_id in kept]
 
 
+# With num_workers auto, a worker process is started per this many cases at most: starting one
+# costs seconds of imports, more than a few small cases take to prepare.
+CASES_PER_AUTO_WORKER = 16
+
+
 def worker_count(requested: int, n_cases: int) -> int:
-    """preprocess.num_workers, 0 meaning one per CPU core; never more than there are cases."""
-    return max(1, min(requested or os.cpu_count() or 1, n_cases))
+    """preprocess.num_workers as given (at most one per case); 0: one per CPU core, and at most
+    one per CASES_PER_AUTO_WORKER cases."""
+    if requested:
+        return max(1, min(requested, n_cases))
+    return max(1, min(os.cpu_count() or 1, n_cases // CASES_PER_AUTO_WORKER))
 
 
 def _outcomes(jobs: list[CaseJob], workers: int):
