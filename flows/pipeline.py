@@ -30,7 +30,7 @@ from prefect.runtime import flow_run
 from segflow.config import load_params
 from segflow.orchestration import handoff
 from segflow.orchestration.limits import STAGE_TIMEOUT_S, TRAIN_TIMEOUT_S, network_retries
-from segflow.orchestration.workspace import require_committed, workspace_lock
+from segflow.orchestration.workspace import file_restored, require_committed, workspace_lock
 from segflow.overrides import apply_overrides
 from segflow.paths import Paths
 from segflow.processes.commands import CommandFailed, dvc, run_command
@@ -167,15 +167,16 @@ def segflow_pipeline(project_dir: str = ".", dispatch: bool = False, overrides: 
             check_out_rev(root, rev)
         if dispatch:
             require_committed(root)  # the job checks out HEAD: it must be what runs here
-        set_params(root, overrides)
-        if dispatch:
-            handoff.check_dispatchable(root)
-        restore_workspace(root)
-        for i, stage in enumerate(handoff.BEFORE_TRAIN):
-            run_stage(stage, root, group, upstream=i == 0)
-        train_here_or_dispatch(root, group, dispatch, overrides, train_deployment)
-        for stage in AFTER_TRAIN:
-            run_stage(stage, root, group)
+        with file_restored(root / "params.yaml"):  # overrides are this run's: the user's file comes back
+            set_params(root, overrides)
+            if dispatch:
+                handoff.check_dispatchable(root)
+            restore_workspace(root)
+            for i, stage in enumerate(handoff.BEFORE_TRAIN):
+                run_stage(stage, root, group, upstream=i == 0)
+            train_here_or_dispatch(root, group, dispatch, overrides, train_deployment)
+            for stage in AFTER_TRAIN:
+                run_stage(stage, root, group)
         push_results(root)
         record_lock(root)
         if sync_wandb_runs:

@@ -68,3 +68,15 @@ def test_dispatch_refuses_modified_tracked_files_but_not_dvc_lock(tmp_path):
     (tmp_path / "train.py").write_text("v2\n")
     with pytest.raises(DirtyWorkspace, match="train.py"):
         require_committed(tmp_path)
+
+
+def test_a_file_comes_back_byte_for_byte_after_the_block_even_when_it_fails(tmp_path):
+    from segflow.orchestration.workspace import file_restored
+
+    params = tmp_path / "params.yaml"
+    params.write_bytes(b"train:\n  epochs: 40   # the user's comment\n  lr: [0.1, 0.2]\n")
+    original = params.read_bytes()
+    with pytest.raises(RuntimeError), file_restored(params):
+        params.write_text("train:\n  epochs: 1\n  lr:\n  - 0.1\n  - 0.2\n")
+        raise RuntimeError("stage failed")
+    assert params.read_bytes() == original

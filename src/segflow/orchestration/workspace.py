@@ -92,3 +92,19 @@ def require_committed(root: Path, allowed: tuple[str, ...] = ("dvc.lock",)) -> N
         raise DirtyWorkspace(f"{root}: the train job would run commit {head_commit(root)[:12]}, but these "
                              f"tracked files differ from it: {', '.join(changed)}. Commit (and push) "
                              "them first, or run with dispatch off.")
+
+
+@contextmanager
+def file_restored(path: Path) -> Iterator[None]:
+    """`path` as it was before the block, byte for byte, after it (also when the block fails): a
+    run's params.yaml overrides apply to that run only, as `dvc exp run -S` leaves the workspace's
+    params, and never cost the user the file's comments or formatting."""
+    from segflow.files import atomic_path
+
+    original = path.read_bytes()
+    try:
+        yield
+    finally:
+        if path.read_bytes() != original:
+            with atomic_path(path) as staged:
+                staged.write_bytes(original)
