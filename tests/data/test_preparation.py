@@ -1,4 +1,4 @@
-"""preprocess: every channel file of a case reaches the cache (nnU-Net's `_0000`, `_0001` in an MSD
+"""Preparing the cache: every channel file of a case reaches the cache (nnU-Net's `_0000`, `_0001` in an MSD
 or v2 delivery), cases are prepared in worker processes with the same result as in one, and a
 case that cannot be prepared is named and left out."""
 
@@ -13,9 +13,9 @@ from conftest import save_nifti, synthetic_case
 from segflow.data.cache import PreprocessedCache
 from segflow.data.manifest import build_manifest
 from segflow.data.msd import read_msd_dataset
+from segflow.data.preparation import preprocess_cases
 from segflow.data.preprocess import ChannelNormalisation, Preprocessing
 from segflow.errors import StageFailed
-from segflow.stages.preprocess import preprocess_cases
 
 PLAN = Preprocessing(target_spacing=[1.0, 1.0, 1.0], normalisation=[ChannelNormalisation(scheme="zscore")] * 2)
 
@@ -70,7 +70,7 @@ def test_no_case_prepared_stops_the_stage(tmp_path):
 
 
 def test_auto_workers_are_one_per_core_but_not_for_a_handful_of_cases(monkeypatch):
-    from segflow.stages.preprocess import worker_count
+    from segflow.data.preparation import worker_count
 
     monkeypatch.setattr("os.cpu_count", lambda: 8)
     assert worker_count(0, 220) == 8 and worker_count(0, 40) == 2 and worker_count(0, 10) == 1
