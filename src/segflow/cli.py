@@ -125,6 +125,8 @@ def predict(
     repair_nonfinite: Annotated[bool, typer.Option("--repair-nonfinite", help="replace NaN/infinite voxels by "
                                                    "the channel's finite median (and warn) instead of refusing "
                                                    "the file")] = False,
+    postprocess: Annotated[bool, typer.Option(help="apply the postprocessing chosen on validation (the model "
+                                                   "card says which and why)")] = True,
 ) -> None:
     """Label new volumes with a registered (or any) model; one label file per input.
 
@@ -137,7 +139,8 @@ def predict(
     """
     from segflow.inference.predict import PredictOptions, batch_exit_code, predict_files, resolve_io, summary_lines
 
-    options = PredictOptions(overlap=sw_overlap, tta=tta, overwrite=overwrite, repair_nonfinite=repair_nonfinite)
+    options = PredictOptions(overlap=sw_overlap, tta=tta, overwrite=overwrite, repair_nonfinite=repair_nonfinite,
+                             postprocess=postprocess)
     outcomes = []
     with reported():
         source, output = resolve_io(source, output)

@@ -202,9 +202,12 @@ class EvaluateConfig(Section):
     tta: bool = True
     overlay_cases: int = Field(4, ge=0)
     hd95: bool = True
-    # Try keep-largest-connected-component per class; keep it only for classes where it raises
-    # the validation Dice.
+    # Try keep-largest-connected-component per class; keep it only where the paired evidence says
+    # it helps (segflow.inference.postprocessing.RULE).
     postprocess: bool = True
+    postprocess_min_gain: float = Field(0.005, ge=0, le=1)
+    postprocess_max_p_value: float = Field(0.05, gt=0, le=1)
+    postprocess_max_removed: float = Field(0.10, ge=0, le=1)
 
 
 class RegisterConfig(Section):

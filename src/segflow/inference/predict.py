@@ -67,6 +67,7 @@ class PredictOptions:
     tta: bool = True  # mirror test-time augmentation
     overwrite: bool = False  # replace existing label files (inputs are never overwritten)
     repair_nonfinite: bool = False  # replace NaN/inf voxels by the channel's finite median
+    postprocess: bool = True  # the postprocessing chosen on validation (recorded in the model file)
 
 
 @dataclass(frozen=True)
@@ -525,7 +526,7 @@ def label_volume(predictor: Predictor, raw: RawImage, options: PredictOptions, l
     if volume.original_shape and list(volume.original_shape) != list(probabilities.shape[1:]):
         probabilities = restore_to_shape(probabilities, volume.original_shape)
     labels = to_labels(probabilities, regions)
-    return apply_postprocessing(labels, bundle.postprocessing)
+    return apply_postprocessing(labels, bundle.postprocessing if options.postprocess else None)
 
 
 def raw_values(labels: np.ndarray, label_map: dict[str, int]) -> np.ndarray:

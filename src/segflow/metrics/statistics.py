@@ -41,8 +41,9 @@ def paired_bootstrap_difference(a, b, confidence: float = 0.95, n_resamples: int
     return bootstrap_ci(first - second, confidence=confidence, n_resamples=n_resamples, seed=seed)
 
 
-def paired_wilcoxon(a, b) -> dict:
-    """Two-sided Wilcoxon signed-rank test of `a - b` over paired cases (NaN pairs dropped).
+def paired_wilcoxon(a, b, alternative: str = "two-sided") -> dict:
+    """Wilcoxon signed-rank test of `a - b` over paired cases (NaN pairs dropped); two-sided, or
+    `alternative="greater"` for "a is better than b".
 
     Rank-based, so one outlier case cannot carry the verdict the way it can move a mean. All
     differences zero (identical models) gives p = 1.0, where scipy would fail or warn.
@@ -59,7 +60,7 @@ def paired_wilcoxon(a, b) -> dict:
     differences = differences[~np.isnan(differences)]
     if not np.any(differences):
         return {"statistic": 0.0, "p_value": 1.0, "n": int(differences.size)}
-    result = wilcoxon(differences, alternative="two-sided")
+    result = wilcoxon(differences, alternative=alternative)
     return {"statistic": float(result.statistic), "p_value": float(result.pvalue), "n": int(differences.size)}
 
 

@@ -50,6 +50,12 @@ def training_settings(params: Params) -> str:
             f"weight decay {cfg.weight_decay}")
 
 
+def postprocessing_lines(entry: dict) -> str:
+    """Each class's verdict with its paired evidence (entries made before it was kept: the choice only)."""
+    lines = entry.get("postprocessing_evidence") or [entry["postprocessing"]]
+    return "\n".join(f"- {line}" for line in lines)
+
+
 def model_card(entry: dict, params: Params, report: ValidationReport, per_case: pd.DataFrame) -> str:
     """Markdown for MODEL_CARD.md of a registry entry."""
     dataset = entry["dataset"]
@@ -69,7 +75,7 @@ treatment decisions. Its status (champion, candidate, retired) is in `entry.json
 ## Training
 - Network: {params.model.name} {params.model.network_args()}
 - {training_settings(params)}
-- Postprocessing: {entry['postprocessing']}
+- Postprocessing: {entry['postprocessing']} (evidence below)
 - Code: git `{entry['git_commit']}`; full parameters in `params.yaml`, plan in `plan.json` beside this card
 
 ## Metrics (out of fold: each case scored by the fold model that did not train on it)
@@ -78,6 +84,11 @@ treatment decisions. Its status (champion, candidate, retired) is in `entry.json
 {metric_rows(per_case)}
 
 Per-case scores: `per_case.csv`. HD95 in mm.
+
+## Postprocessing
+Keep-largest-connected-component was tried per class on the out-of-fold predictions; `segflow predict
+--no-postprocess` skips it.
+{postprocessing_lines(entry)}
 
 ## Compute
 | fold | device | processes | epochs | seconds | s/epoch | peak RAM MB |

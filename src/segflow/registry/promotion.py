@@ -34,11 +34,9 @@ class Verdict:
 
 def one_sided_wilcoxon(differences: np.ndarray) -> float:
     """p-value that the paired differences are centred above zero (1.0 when all are zero)."""
-    from scipy.stats import wilcoxon
+    from segflow.metrics.statistics import paired_wilcoxon
 
-    if not np.any(differences):
-        return 1.0
-    return float(wilcoxon(differences, alternative="greater").pvalue)
+    return paired_wilcoxon(differences, np.zeros_like(differences), alternative="greater")["p_value"]
 
 
 def challenge(challenger: pd.DataFrame, champion_id: str | None, champion: pd.DataFrame | None,

@@ -2,8 +2,8 @@
 
 The out-of-fold predictions of all folds in split.folds give the cross-validation metrics: Dice
 and HD95 per class per case, their means with 95% bootstrap intervals, and per-fold means. Keeping
-the largest connected component per class is tried on the same predictions and kept only for the
-classes where it raises the mean Dice (nnU-Net's rule); the metrics are those after it.
+the largest connected component per class is tried on the same predictions and kept only where the
+paired evidence says it helps (segflow.inference.postprocessing.RULE); the metrics are those after it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,14 @@ from segflow.data.cache import PreprocessedCache
 from segflow.data.regions import Regions
 from segflow.data.splits import Splits
 from segflow.files import write_json
-from segflow.inference.postprocessing import apply_postprocessing, choose_postprocessing, keep_largest_component
+from segflow.inference.postprocessing import (
+    VOXELS,
+    Rule,
+    apply_postprocessing,
+    choose_postprocessing,
+    describe_decision,
+    keep_largest_component,
+)
 from segflow.inference.sliding_window import PROGRESS_WINDOWS, count_windows, pick_device, predict_labels
 from segflow.metrics.per_case import CASE_ID, DICE, FOLD, HD95, raw_dice_column, score_column, write_per_case
 from segflow.metrics.segmentation import dice_per_output, hd95_per_class, hd95_per_region, without_ignored
@@ -56,7 +63,14 @@ def score_both(prediction: np.ndarray, item: dict, names: list[str], spacing, hd
     truth = item["label"][0]
     return {**score_case(*without_ignored(prediction, truth, ignore_label), names, spacing, hd95, regions=regions),
             **score_case(*without_ignored(cleaned, truth, ignore_label), names, spacing, hd95, suffix=LCC,
-                         regions=regions)}
+                         regions=regions),
+            **({} if regions else {**voxel_counts(prediction, names), **voxel_counts(cleaned, names, LCC)})}
+
+
+def voxel_counts(labels: np.ndarray, names: list[str], suffix: str = "") -> dict:
+    """Predicted voxels per class (the postprocessing rule weighs how much cleaning removes)."""
+    counts = np.bincount(labels.ravel().astype(np.int64), minlength=len(names) + 1)
+    return {VOXELS.format(name) + suffix: int(counts[i]) for i, name in enumerate(names, start=1)}
 
 
 def evaluate_fold(params: Params, paths: Paths, fold: int, spacing: dict) -> tuple[list[dict], dict]:
@@ -131,6 +145,11 @@ def write_overlays(paths: Paths, predictions: dict, names: list[str], decision: 
         tracker.log_images("evaluate/overlays", overlays)
 
 
+def postprocessing_rule(params: Params) -> Rule:
+    cfg = params.evaluate
+    return Rule(cfg.postprocess_min_gain, cfg.postprocess_max_p_value, cfg.postprocess_max_removed)
+
+
 def run(params: Params, paths: Paths, tracker=None) -> tuple[dict, pd.DataFrame, dict]:
     spacing = PreprocessedCache(paths.preprocessed).entries()
     rows, predictions = [], {}
@@ -141,7 +160,7 @@ def run(params: Params, paths: Paths, tracker=None) -> tuple[dict, pd.DataFrame,
     bundle = load_model_file(paths.model_for(params.split.folds[0]))
     names, regions = class_names_of(bundle), Regions.of(bundle.info.get("regions"))
     scores = pd.DataFrame(rows)
-    decision = (choose_postprocessing(scores, names) if params.evaluate.postprocess
+    decision = (choose_postprocessing(scores, names, postprocessing_rule(params)) if params.evaluate.postprocess
                 else {"keep_largest_component": [], "rule": "evaluate.postprocess is false"})
     per_case = apply_decision(scores, names, decision)
     write_overlays(paths, predictions, names, decision, tracker, Splits.load(paths.splits).ignore_label, regions)
@@ -157,6 +176,8 @@ def main(params: Params, paths: Paths, tracker=None) -> dict:
     print(f"evaluate: {metrics['n_cases']} out-of-fold cases over folds {metrics['folds']}: mean Dice "
           f"{metrics['dice_mean']} (95% CI {metrics['dice_mean_ci95']}); largest-component "
           f"postprocessing for classes {kept or 'none'}")
+    for line in describe_decision(decision):
+        print(f"  postprocessing {line}")
     if tracker:
         log_lineage(params, paths, tracker)
         tracker.log_table("evaluate/per_case", per_case)

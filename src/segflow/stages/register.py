@@ -20,6 +20,7 @@ from segflow.config import Params
 from segflow.data.preprocess import describe_preprocessing
 from segflow.data.splits import Splits
 from segflow.files import read_json, write_json
+from segflow.inference.postprocessing import describe_decision
 from segflow.metrics.per_case import read_per_case
 from segflow.models.model_file import ensemble, load_model_file, save_model_file
 from segflow.paths import Paths
@@ -108,7 +109,7 @@ def make_entry(params: Params, paths: Paths, model_file: Path, metrics: dict, pp
             "metrics": metrics, "folds": list(params.split.folds), "compute": compute_record(params, paths),
             "preprocessing": describe_preprocessing(load_model_file(model_file).preprocessing),
             "postprocessing": f"largest component kept for classes {kept}" if kept else "none",
-            "export": exported}
+            "postprocessing_evidence": describe_decision(pp_decision), "export": exported}
 
 
 def champion_scores(registry: Registry, champion: dict) -> pd.DataFrame | None:
