@@ -12,8 +12,8 @@ not to change the predictions).
     git clone -q . /tmp/head && .venv/bin/python -m bench.predict_time --baseline-src /tmp/head/src
                                      # before/after: both code trees, runs alternated, labels compared
 
-Model: `--model PATH`; default the champion of this repo's registry (registry/index.json ->
-registry/models/<id>/model.pt); without one, a small model trained in a scratch project
+Model: `--model PATH`; default the 3D one-channel champion of this repo's registry (registry/<dataset>/ ->
+models/<id>/model.pt); without one, a small model trained in a scratch project
 (dvc_noop.make_scratch, `dvc repro train`). Inputs: the first `--cases` files of
 ../shared/datasets/Task04_Hippocampus/imagesTr (sorted), linked into a scratch folder.
 
@@ -151,12 +151,14 @@ print("PAIRED " + json.dumps({"times": times, "label_voxels_differing_from_first
 
 
 def champion_model() -> Path | None:
-    index = REPO / "registry" / "index.json"
-    if not index.is_file():
+    """The champion of the default dataset (3D, one channel) in this repo's registry, if any."""
+    from segflow.registry.catalog import Catalog
+    from segflow.registry.store import RegistryError
+
+    try:
+        return Catalog(REPO / "registry").resolve("champion", spatial_dims=3, n_channels=1)
+    except RegistryError:
         return None
-    champion = json.loads(index.read_text()).get("champion")
-    path = REPO / "registry" / "models" / str(champion) / "model.pt"
-    return path if champion and path.is_file() else None
 
 
 def train_small_model(workdir: Path) -> Path:

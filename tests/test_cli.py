@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from conftest import BIN, REPO, run
@@ -61,7 +62,9 @@ def test_unknown_stage_lists_the_stages(project):
 
 
 def test_predict_without_registry_says_no_champion(project):
-    (project / "in").mkdir()
+    from conftest import save_nifti
+
+    save_nifti(project / "in" / "case.nii.gz", np.zeros((8, 8, 8), np.float32))
     done = segflow(project, "predict", "--model", "champion", "-i", "in", "-o", "out")
     assert done.returncode == 1
     assert "no champion" in done.stderr

@@ -127,6 +127,8 @@ def predict(
                                                    "the file")] = False,
     postprocess: Annotated[bool, typer.Option(help="apply the postprocessing chosen on validation (the model "
                                                    "card says which and why)")] = True,
+    dataset: Annotated[str | None, typer.Option(help="with --model champion: the dataset whose champion to use "
+                                                     "(default: the one whose champion takes these inputs)")] = None,
 ) -> None:
     """Label new volumes with a registered (or any) model; one label file per input.
 
@@ -140,7 +142,7 @@ def predict(
     from segflow.inference.predict import PredictOptions, batch_exit_code, predict_files, resolve_io, summary_lines
 
     options = PredictOptions(overlap=sw_overlap, tta=tta, overwrite=overwrite, repair_nonfinite=repair_nonfinite,
-                             postprocess=postprocess)
+                             postprocess=postprocess, dataset=dataset)
     outcomes = []
     with reported():
         source, output = resolve_io(source, output)
@@ -167,22 +169,26 @@ models_app = typer.Typer(help="The model registry: list, show, promote, roll bac
 app.add_typer(models_app, name="models")
 
 
-def _registry():
+def _catalog():
     from segflow.config import load_params
-    from segflow.registry.store import Registry
+    from segflow.registry.catalog import Catalog
 
     root = _project_root()
-    return Registry(root / load_params(root / "params.yaml").register_.registry_dir)
+    return Catalog(root / load_params(root / "params.yaml").register_.registry_dir)
+
+
+DatasetOption = Annotated[str | None, typer.Option(help="the dataset (its name or key, see `segflow models list`) "
+                                                        "when several have models")]
 
 
 @models_app.command("list")
 def models_list() -> None:
-    """Every registered model, oldest first; '*' marks the champion. A damaged or out-of-date index
-    is reported (on stderr) after what could be listed."""
+    """Every registered model with its dataset, task and metric; '*' marks each dataset's champion.
+    A damaged or out-of-date index is reported (on stderr) after what could be listed."""
     from segflow.registry.view import models_report
 
     with reported():
-        table, warnings = models_report(_registry())
+        table, warnings = models_report(_catalog())
 
     typer.echo(table)
     for warning in warnings:
@@ -190,12 +196,13 @@ def models_list() -> None:
 
 
 @models_app.command("show")
-def models_show(model: Annotated[str, typer.Argument(help="'champion', a model id or an id prefix")] = "champion") -> None:
-    """A model's registry entry (metrics, provenance, promotion reason) and its files."""
+def models_show(model: Annotated[str, typer.Argument(help="'champion', a model id or an id prefix")] = "champion",
+                dataset: DatasetOption = None) -> None:
+    """A model's registry entry (dataset, task, metrics, provenance, promotion reason) and its files."""
     from segflow.registry.view import entry_lines
 
     with reported():
-        typer.echo("\n".join(entry_lines(_registry(), model)))
+        typer.echo("\n".join(entry_lines(_catalog(), model, dataset)))
 
 
 
@@ -204,27 +211,33 @@ def models_promote(
     model: Annotated[str, typer.Argument(help="a model id or an id prefix")],
     reason: Annotated[str, typer.Option(help="why, recorded in the entry")] = "promoted by hand",
 ) -> None:
-    """Make a registered model champion by hand (overrides the champion/challenger rule)."""
+    """Make a registered model champion of its dataset by hand (overrides the champion/challenger rule)."""
     with reported():
-        typer.echo(f"champion is now {_registry().promote(model, reason)}")
+        found, model_id = _catalog().locate(model)
+        typer.echo(f"champion of {found.label()} is now {found.registry.promote(model_id, reason)}")
 
 
 
 @models_app.command("repair")
 def models_repair() -> None:
-    """Rebuild index.json from the models' entry.json files (after it was lost, damaged or left
-    behind by the folders), and say what was found: entries, champion, what was left out."""
+    """Rebuild each dataset's index.json from its models' entry.json files (after it was lost,
+    damaged or left behind by the folders), and say what was found: entries, champion, what was left out."""
     with reported():
-        typer.echo("\n".join(_registry().repair().lines()))
+        for found in _catalog().datasets():
+            typer.echo("\n".join(found.registry.repair().lines()))
 
 
 
 @models_app.command("rollback")
-def models_rollback(reason: Annotated[str, typer.Option(help="why, recorded in the entries")] = "rolled back by hand") -> None:
-    """Give the champion title back to the previous champion."""
+def models_rollback(reason: Annotated[str, typer.Option(help="why, recorded in the entries")] = "rolled back by hand",
+                    dataset: DatasetOption = None) -> None:
+    """Give the champion title of a dataset back to its previous champion."""
+    from segflow.registry.catalog import only_dataset
+
     with reported():
-        old, new = _registry().rollback(reason)
-        typer.echo(f"rolled back: champion is now {new} (was {old})")
+        found = _catalog().select(dataset) if dataset else only_dataset(_catalog())
+        old, new = found.registry.rollback(reason)
+        typer.echo(f"rolled back {found.label()}: champion is now {new} (was {old})")
 
 
 

@@ -210,14 +210,25 @@ class EvaluateConfig(Section):
     postprocess_max_removed: float = Field(0.10, ge=0, le=1)
 
 
+DiceFloor = Annotated[float, Field(ge=0, le=1)] | Literal["auto"]
+
+
 class RegisterConfig(Section):
-    min_mean_dice: float = Field(ge=0, le=1)
+    # The mean Dice a model needs to be registered at all: one value, `auto` (above the dataset's
+    # trivial baseline), or per dataset name with `default` for the others.
+    min_mean_dice: DiceFloor | dict[str, DiceFloor] = "auto"
     registry_dir: Path = Path("registry")
     # Champion/challenger on the cases both models were evaluated on (segflow.registry.promotion).
     min_gain: float = Field(0.0, ge=0, le=1)
     max_p_value: float = Field(0.05, gt=0, le=1)
     min_paired_cases: int = Field(5, ge=1)
     export: list[Literal["torchscript", "onnx"]] = ["torchscript", "onnx"]
+
+    def dice_floor(self, dataset: str) -> float | str:
+        """min_mean_dice for `dataset` (a number or "auto")."""
+        if isinstance(self.min_mean_dice, dict):
+            return self.min_mean_dice.get(dataset, self.min_mean_dice.get("default", "auto"))
+        return self.min_mean_dice
 
 
 class Params(Section):

@@ -1,4 +1,5 @@
-"""`segflow models list|show|promote|rollback` on a real registry, through the installed CLI."""
+"""`segflow models list|show|promote|rollback` on a real registry, through the installed CLI: a
+registry from before per-dataset registries, and one folder holding two datasets' registries."""
 
 from __future__ import annotations
 
@@ -49,7 +50,9 @@ def test_show_prints_the_entry_and_its_files(project):
     root, (_, b, _) = project
     done = segflow(root, "show")  # default: the champion
     assert done.returncode == 0, done.stderr
-    entry = json.loads(done.stdout.split("\n\nfolder:")[0])
+    header, rest = done.stdout.split("\n\n", 1)
+    assert header.startswith(f"model {b}: champion of dataset") and "code: commit abc1234def5678" in header
+    entry = json.loads(rest.split("\n\nfolder:")[0])
     assert entry["id"] == b and entry["reason"] == "test decision True"
     assert "MODEL_CARD.md" in done.stdout and "model.pt" in done.stdout
 
@@ -57,7 +60,7 @@ def test_show_prints_the_entry_and_its_files(project):
 def test_promote_then_rollback(project):
     root, (_, b, c) = project
     promoted = segflow(root, "promote", c, "--reason", "validated on site data")
-    assert promoted.returncode == 0 and f"champion is now {c}" in promoted.stdout
+    assert promoted.returncode == 0 and promoted.stdout.strip().endswith(f"is now {c}")
     assert Registry(root / "registry").entry(c)["events"][-1]["reason"] == "validated on site data"
     back = segflow(root, "rollback", "--reason", "regression in production")
     assert back.returncode == 0 and f"champion is now {b} (was {c})" in back.stdout
@@ -77,7 +80,7 @@ def test_empty_registry_says_so(tmp_path):
     (tmp_path / "dvc.yaml").write_text("")
     assert "no models registered yet" in segflow(tmp_path, "list").stdout
     rollback = segflow(tmp_path, "rollback")
-    assert rollback.returncode == 1 and "no earlier champion" in rollback.stderr
+    assert rollback.returncode == 1 and "no models registered yet" in rollback.stderr
 
 
 def test_lost_index_is_listed_from_the_entries_and_repaired(project):
@@ -116,3 +119,56 @@ def test_unreadable_index_is_named_without_a_traceback(project):
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert done.stderr.startswith(f"segflow: {root / 'registry' / 'index.json'}: not valid JSON")
     assert "segflow models repair" in done.stderr
+
+
+HIPPOCAMPUS = {"spatial_dims": 3, "n_channels": 1, "modality": {"0": "MRI"}, "regions": None,
+               "labels": {"0": "background", "1": "anterior", "2": "posterior"}}
+MEMBRANES = {"spatial_dims": 2, "n_channels": 1, "modality": {}, "regions": None,
+             "labels": {"0": "background", "1": "membrane"}}
+
+
+@pytest.fixture
+def two_datasets(tmp_path) -> tuple[Path, dict[str, list[str]]]:
+    """A project whose registry folder holds a 3D and a 2D dataset, each with its own champion."""
+    from segflow.registry.catalog import Catalog, dataset_key
+
+    shutil.copy2(REPO / "params.yaml", tmp_path / "params.yaml")
+    (tmp_path / "dvc.yaml").write_text("")
+    catalog, ids = Catalog(tmp_path / "registry"), {}
+    for name, task in (("Hippocampus", HIPPOCAMPUS), ("membranes", MEMBRANES)):
+        registry = catalog.for_dataset(dataset_key(name, task))
+        for content in (b"1", b"2"):
+            model = tmp_path / f"{name}{content.decode()}.pt"
+            model.write_bytes(content)
+            entry = {**ENTRY, "dataset": name, "task": task, "git_modified": ["src/x.py"] if name == "membranes" else []}
+            ids.setdefault(name, []).append(registry.add(model, entry, {}, lambda champion: (champion is None, "t"))[0])
+    return tmp_path, ids
+
+
+def test_each_dataset_has_its_champion_and_list_shows_dataset_task_and_code(two_datasets):
+    root, ids = two_datasets
+    done = segflow(root, "list")
+    assert done.returncode == 0, done.stderr
+    lines = {line.split()[1] if line.startswith("*") else line.split()[0]: line for line in done.stdout.splitlines()}
+    for name, task in (("Hippocampus", "3D, 1 ch (MRI), 2 classes"), ("membranes", "2D, 1 ch, 1 classes")):
+        first, second = ids[name]
+        assert lines[first].startswith("*") and "champion" in lines[first] and f"{name}-" in lines[first]
+        assert task in lines[first] and "candidate" in lines[second]
+    assert "abc1234def56 +1 modified" in lines[ids["membranes"][0]]
+    assert "abc1234def56 " in lines[ids["Hippocampus"][0]] and "modified" not in lines[ids["Hippocampus"][0]]
+    show = segflow(root, "show", ids["membranes"][0])
+    assert "code: commit abc1234def5678, modified: src/x.py" in show.stdout
+
+
+def test_champion_and_rollback_ask_for_a_dataset_when_several_have_one(two_datasets):
+    root, ids = two_datasets
+    show = segflow(root, "show")
+    assert show.returncode == 1 and "choose one with --dataset" in show.stderr and "Traceback" not in show.stderr
+    show = segflow(root, "show", "--dataset", "membranes")
+    assert show.returncode == 0 and f"model {ids['membranes'][0]}: champion" in show.stdout
+    promoted = segflow(root, "promote", ids["membranes"][1])
+    assert promoted.returncode == 0 and "champion of membranes-" in promoted.stdout
+    rollback = segflow(root, "rollback")
+    assert rollback.returncode == 1 and "choose one with --dataset" in rollback.stderr
+    rollback = segflow(root, "rollback", "--dataset", "membranes")
+    assert rollback.returncode == 0 and f"champion is now {ids['membranes'][0]}" in rollback.stdout

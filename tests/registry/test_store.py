@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
+from segflow.registry.catalog import Catalog
 from segflow.registry.store import CANDIDATE, CHAMPION, RETIRED, ROLLED_BACK, Registry, RegistryError
 
 ENTRY = {"created": "2026-01-01T00:00:00", "metrics": {"dice_mean": 0.9}, "git_commit": "abc1234"}
@@ -393,7 +394,8 @@ def make_register_project(root: Path) -> None:
                                          "decision": {"stop": False, "reasons": [], "strict": False}})
     write_json(paths.plan, {})
     write_json(paths.fingerprint, {"n_cases": 8, "min_shape": [16, 16, 16], "max_shape": [16, 16, 16],
-                                   "min_spacing": [1.0, 1.0, 1.0], "max_spacing": [1.0, 1.0, 1.0]})
+                                   "min_spacing": [1.0, 1.0, 1.0], "max_spacing": [1.0, 1.0, 1.0],
+                                   "spatial_dims": 3, "n_channels": 1, "labels": {"0": "background", "1": "x"}})
 
 
 def _run_register_stage(root: str, start_at: float) -> dict:
@@ -415,8 +417,9 @@ def test_three_register_stages_at_once_each_register_their_bundle(tmp_path):
         start_at = time.time() + 8  # after every spawned worker has imported torch
         pool.starmap(_run_register_stage, [(str(tmp_path), start_at)] * 3, chunksize=1)
 
-    registry = Registry(tmp_path / "registry")
-    assert len(registry.index()["models"]) == 3
+    (dataset,) = Catalog(tmp_path / "registry").datasets()  # registered under the dataset's own key
+    registry = dataset.registry
+    assert dataset.key.startswith("Tiny-") and len(registry.index()["models"]) == 3
     for model_id in registry.index()["models"]:
         assert (registry.model_dir(model_id) / "bundle" / "models" / "model.ts").is_file(), f"{model_id}: no bundle"
         assert registry.entry(model_id)["export"]["formats"] == ["torchscript"]

@@ -68,6 +68,7 @@ class PredictOptions:
     overwrite: bool = False  # replace existing label files (inputs are never overwritten)
     repair_nonfinite: bool = False  # replace NaN/inf voxels by the channel's finite median
     postprocess: bool = True  # the postprocessing chosen on validation (recorded in the model file)
+    dataset: str | None = None  # whose champion 'champion' means, when several datasets have one
 
 
 @dataclass(frozen=True)
@@ -278,33 +279,45 @@ def plan_jobs(source: Path, output: Path, overwrite: bool = False) -> list[Job]:
 
 
 def find_registry(start: Path | None = None):
-    """The registry of the segflow project at or above `start` (default: the current folder);
-    None outside a project. Reads params.yaml; creates nothing."""
+    """The registry folder (every dataset's registry, segflow.registry.catalog) of the segflow
+    project at or above `start` (default: the current folder); None outside a project. Reads
+    params.yaml; creates nothing."""
     from segflow.config import load_params
     from segflow.env import PROJECT_MARKERS, find_project_root
-    from segflow.registry.store import Registry
+    from segflow.registry.catalog import Catalog
 
     root = find_project_root(start)
     if not all((root / marker).is_file() for marker in PROJECT_MARKERS):
         return None
-    return Registry(root / load_params(root / "params.yaml").register_.registry_dir)
+    return Catalog(root / load_params(root / "params.yaml").register_.registry_dir)
 
 
-def resolve_model(reference: str, start: Path | None = None) -> Path:
+def input_task(jobs: list[Job]) -> dict:
+    """What the inputs are, to pick the champion of the dataset they belong to: spatial dims (2 for
+    PNG/TIFF/BMP) and channel files per input (unknown for 2D files, whose colours are channels)."""
+    planar = {formats.format_from_name(job.source.name) in formats.PLANAR_FORMATS for job in jobs}
+    channels = {len(job.files) for job in jobs}
+    return {"spatial_dims": 2 if planar == {True} else 3 if planar == {False} else None,
+            "n_channels": next(iter(channels)) if len(channels) == 1 and planar == {False} else None}
+
+
+def resolve_model(reference: str, start: Path | None = None, dataset: str | None = None,
+                  task: dict | None = None) -> Path:
     """The model file `reference` names. An existing file needs no project (not even a usable
-    params.yaml); inside a project the registry resolves it ('champion', a model id or an id
-    prefix; a file named exactly like a registered model is ambiguous, see Registry.resolve)."""
+    params.yaml); inside a project the registry resolves it ('champion' of `dataset` or of the
+    dataset whose task fits the input, a model id or an id prefix; a file named exactly like a
+    registered model is ambiguous, see Registry.resolve)."""
     from segflow.config import ConfigError
 
     path = Path(reference).expanduser()
     try:
-        registry = find_registry(start)
+        catalog = find_registry(start)
     except ConfigError:
         if path.is_file():
             return path
         raise
-    if registry is not None:
-        return registry.resolve(reference)
+    if catalog is not None:
+        return catalog.resolve(reference, dataset, **(task or {}))
     if path.is_file():
         return path
     raise FileNotFoundError(f"{reference!r} is no model file, and {(start or Path.cwd()).absolute()} is not "
@@ -592,8 +605,8 @@ def predict_files(model: str, source: Path, output: Path, options: PredictOption
     The model reference is resolved and the inputs and output planned (PredictRefused) before any
     model or image is read; a model reference that names nothing raises FileNotFoundError or the
     registry's LookupError."""
-    model_file = resolve_model(model, start)
     jobs = plan_jobs(source, output, options.overwrite)
+    model_file = resolve_model(model, start, options.dataset, input_task(jobs))
     predictor = load_predictor(model_file)
     for index, job in enumerate(jobs, 1):
         yield predict_one(job, predictor, options, log, f"[{index}/{len(jobs)}]")

@@ -120,6 +120,14 @@ def compute_fingerprint(data_root: Path, manifest: pd.DataFrame, kept: list[str]
     }
 
 
+def task_from_fingerprint(fingerprint: dict) -> dict:
+    """What a model of this dataset takes and gives: spatial dims, channels (with their modality),
+    classes or regions. The registry keeps one champion per dataset name and task."""
+    return {"spatial_dims": fingerprint["spatial_dims"], "n_channels": fingerprint["n_channels"],
+            "modality": fingerprint.get("modality") or {}, "labels": fingerprint["labels"],
+            "regions": fingerprint.get("regions")}
+
+
 def training_ranges_from_fingerprint(fingerprint: dict) -> dict:
     """What `segflow predict` compares an input with: per-axis min and max of the training cases'
     shape (voxels) and spacing (mm). Register stores it in the model file as info["training_ranges"]."""

@@ -9,6 +9,7 @@ import pandas as pd
 
 from segflow.config import Params
 from segflow.metrics.per_case import case_dice, score_columns
+from segflow.tracking.provenance import describe_code
 
 if TYPE_CHECKING:
     from segflow.validation.report import ValidationReport
@@ -76,7 +77,7 @@ treatment decisions. Its status (champion, candidate, retired) is in `entry.json
 - Network: {params.model.name} {params.model.network_args()}
 - {training_settings(params)}
 - Postprocessing: {entry['postprocessing']} (evidence below)
-- Code: git `{entry['git_commit']}`; full parameters in `params.yaml`, plan in `plan.json` beside this card
+- Code: git {describe_code(entry)}; full parameters in `params.yaml`, plan in `plan.json` beside this card
 
 ## Metrics (out of fold: each case scored by the fold model that did not train on it)
 | metric | mean | 95% bootstrap CI | cases |

@@ -35,7 +35,7 @@ CANDIDATE = "candidate"
 RETIRED = "retired"
 ROLLED_BACK = "rolled-back"
 STATUSES = (CHAMPION, CANDIDATE, RETIRED, ROLLED_BACK)
-SUMMARY_KEYS = ("created", "status", "metrics", "git_commit", "network", "dataset", "reason")
+SUMMARY_KEYS = ("created", "status", "metrics", "git_commit", "git_modified", "network", "dataset", "task", "reason")
 REPAIR = "run `segflow models repair`"
 NEVER = datetime.min.replace(tzinfo=timezone.utc)
 

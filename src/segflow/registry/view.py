@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from segflow.registry.catalog import LEGACY, Catalog, describe_task
 from segflow.registry.store import CHAMPION, REPAIR, Registry, Survey, summary
+from segflow.tracking.provenance import describe_code
 
 
 def _dice(metrics) -> str:
@@ -24,18 +26,27 @@ def _text(value, width: int | None = None) -> str:
     return "-" if value in (None, "") else str(value)[:width]
 
 
-def models_report(registry: Registry) -> tuple[str, list[str]]:
-    """The table `models list` prints and its warnings: what can be listed, also from a registry
-    whose index is lost, damaged or out of date, and what is wrong with it."""
+def models_report(catalog: Catalog) -> tuple[str, list[str]]:
+    """The table `models list` prints and its warnings: every dataset's models (also from a
+    registry whose index is lost, damaged or out of date), and what is wrong with each registry."""
+    rows, warnings = [], []
+    for dataset in catalog.datasets():
+        models, problems = dataset_listing(dataset.registry)
+        rows += [{**m, "dataset_key": dataset.key} for m in models]
+        warnings += [f"{dataset.key}: {w}" if dataset.key != LEGACY else w for w in problems]
+    if not rows and warnings:
+        return f"{catalog.root}: no model can be listed (see below)", warnings
+    return models_table(catalog, rows), warnings
+
+
+def dataset_listing(registry: Registry) -> tuple[list[dict], list[str]]:
+    """One dataset registry's rows and warnings."""
     survey = registry.survey()
     warnings = registry.problems(survey)
     if warnings and not survey.index_error:
         warnings.append(f"{REPAIR} to rebuild {registry.index_path} from the entries")
     warnings += [f"not listed, unreadable: {why}" for m, why in survey.unreadable.items() if not _listed(survey, m)]
-    models = listing(survey)
-    if not models and warnings:
-        return f"{registry.root}: no model can be listed (see below)", warnings
-    return models_table(registry, models), warnings
+    return listing(survey), warnings
 
 
 def _listed(survey: Survey, model_id: str) -> bool:
@@ -53,25 +64,43 @@ def listing(survey: Survey) -> list[dict]:
     return [rows[m] for m in sorted(rows)]
 
 
-def models_table(registry: Registry, models: list[dict]) -> str:
-    """One row per model; the champion is marked with '*'."""
+def models_table(catalog: Catalog, models: list[dict]) -> str:
+    """One row per model, by dataset then age; '*' marks each dataset's champion."""
     from tabulate import tabulate
 
     if not models:
-        return f"{registry.root}: no models registered yet (run the pipeline)"
+        return f"{catalog.root}: no models registered yet (run the pipeline)"
     rows = [["*" if m.get("status") == CHAMPION else "", m["id"],
-             _text(m.get("status")) + (f" ({m['note']})" if m.get("note") else ""), _text(m.get("network")),
-             _dice(m.get("metrics")), _text(m.get("git_commit"), 12), _text(m.get("created"))]
-            for m in models]
-    return tabulate(rows, headers=["", "id", "status", "network", "mean Dice [95% CI]", "git", "created"])
+             _text(m.get("status")) + (f" ({m['note']})" if m.get("note") else ""), _dataset(m),
+             describe_task(m.get("task")), _text(m.get("network")), _dice(m.get("metrics")),
+             _git(m), _text(m.get("created"))]
+            for m in sorted(models, key=lambda m: (m["dataset_key"], m["id"]))]
+    return tabulate(rows, headers=["", "id", "status", "dataset", "task", "network", "mean Dice [95% CI]", "git",
+                                   "created"])
 
 
-def entry_lines(registry: Registry, reference: str) -> list[str]:
-    """The entry.json of a model, then the files of its folder."""
-    model_id = registry.model_id(reference)
-    entry = registry.entry(model_id)
-    folder = registry.model_dir(model_id)
-    lines = [json.dumps(entry, indent=2, default=str), "", f"folder: {folder}"]
+def _git(model: dict) -> str:
+    """The commit (12 hex) and '+N' when N tracked files differed from it."""
+    modified = model.get("git_modified")
+    sha = _text(str(model.get("git_commit") or "").removesuffix("-dirty") or None, 12)
+    return sha + (f" +{len(modified)} modified" if modified else "") if modified is not None else \
+        _text(model.get("git_commit"), 12)
+
+
+def _dataset(model: dict) -> str:
+    """The dataset's name and, for a per-dataset registry, its task hash (the folder's key)."""
+    key = model["dataset_key"]
+    return _text(model.get("dataset")) if key == LEGACY else key
+
+
+def entry_lines(catalog: Catalog, reference: str, dataset: str | None = None) -> list[str]:
+    """Where the model came from (dataset, task, code), its entry.json, then the files of its folder."""
+    found, model_id = catalog.champion(dataset) if reference == CHAMPION else catalog.locate(reference)
+    entry = found.registry.entry(model_id)
+    folder = found.registry.model_dir(model_id)
+    lines = [f"model {model_id}: {_text(entry.get('status'))} of dataset {_dataset({**entry, 'dataset_key': found.key})}"
+             f" ({describe_task(entry.get('task'))})", f"code: {describe_code(entry)}", "",
+             json.dumps(entry, indent=2, default=str), "", f"folder: {folder}"]
     lines += [f"  {p.relative_to(folder)}" for p in sorted(folder.rglob("*")) if p.is_file() and _shown(p, folder)]
     return lines
 

@@ -126,30 +126,70 @@ def registry_dir(root: Path) -> Path:
 
 
 def champion_id(root: Path) -> str | None:
-    """The registry's champion; a damaged registry raises CompareError naming the fault."""
-    from segflow.registry.store import Registry, RegistryError
+    """The champion of the project's current dataset (or of the only dataset with models); a
+    damaged registry raises CompareError naming the fault."""
+    from segflow.registry.store import CHAMPION, RegistryError
 
     try:
-        return Registry(registry_dir(root)).index().get("champion")
+        found = project_registry(root)
+        return found.registry.model_id(CHAMPION) if found and found.registry.index().get("champion") else None
     except RegistryError as exc:
         raise CompareError(str(exc)) from None
+
+
+def project_registry(root: Path):
+    """The dataset registry of the project's last run (its splits and fingerprint), else the only
+    dataset registry; None when there is none."""
+    from segflow.registry.catalog import Catalog, dataset_key, only_dataset
+    from segflow.registry.store import RegistryError
+
+    catalog = Catalog(registry_dir(root))
+    try:
+        key = dataset_key(*project_dataset(root))
+    except (OSError, ValueError, KeyError):
+        key = None
+    chosen = [d for d in catalog.datasets() if d.key == key]
+    if chosen:
+        return chosen[0]
+    try:
+        return only_dataset(catalog)
+    except RegistryError:
+        return None
+
+
+def project_dataset(root: Path) -> tuple[str, dict]:
+    """The dataset name and task of the project's last ingest and plan."""
+    from segflow.data.splits import Splits
+    from segflow.files import read_json
+    from segflow.paths import Paths
+    from segflow.planning.fingerprint import task_from_fingerprint
+
+    paths = Paths(root)
+    return Splits.load(paths.splits).dataset, task_from_fingerprint(read_json(paths.fingerprint))
 
 
 def _registry_model(root: Path, reference: str) -> Record | None:
     """'champion', a model id or an id prefix from the registry; None when it names no model there
     (a damaged registry is named, never taken for 'no such model')."""
-    from segflow.registry.store import BrokenRegistry, Registry, RegistryError
+    from segflow.registry.catalog import Catalog
+    from segflow.registry.store import BrokenRegistry, RegistryError
 
-    registry = Registry(registry_dir(root))
+    catalog = Catalog(registry_dir(root))
     try:
-        model_id = registry.model_id(reference)
+        if reference == CHAMPION:
+            found = project_registry(root)
+            if found is None:
+                raise RegistryError(f"{catalog.root}: no champion for this project's dataset")
+            model_id = found.registry.model_id(reference)
+        else:
+            found, model_id = catalog.locate(reference)
     except BrokenRegistry as exc:
         raise CompareError(str(exc)) from None
     except RegistryError as exc:
         if reference == CHAMPION:
             raise CompareError(f"champion: {exc}") from None
         return None
-    return _read_folder(reference, f"registry model {model_id}", registry.model_dir(model_id))
+    return _read_folder(reference, f"registry model {model_id}", found.registry.model_dir(model_id))
 
 
 def _read_at_rev(root: Path, rev: str, path: str, mode: str = "r", required: bool = True):

@@ -54,12 +54,13 @@ def tracking_config(name: str, params, root: Path) -> dict:
     W&B's runs table can compare runs on any of them."""
     from segflow.files import read_json
     from segflow.paths import Paths
-    from segflow.tracking.provenance import data_hash, git_commit
+    from segflow.tracking.provenance import data_hash, git_commit, git_state
 
     plan = Paths(root).plan
     return {**params.model_dump(by_alias=True, mode="json"),
             "segflow": {"stage": name, "fold": params.split.folds[0] if name in PER_FOLD else None,
-                        "git_commit": git_commit(root), "data_hash": data_hash(root)},
+                        "git_commit": git_commit(root), "git_modified": git_state(root)[1],
+                        "data_hash": data_hash(root)},
             "plan": read_json(plan) if name in PLANNED and plan.is_file() else None}
 
 

@@ -24,22 +24,37 @@ from segflow.inference.postprocessing import describe_decision
 from segflow.metrics.per_case import read_per_case
 from segflow.models.model_file import ensemble, load_model_file, save_model_file
 from segflow.paths import Paths
-from segflow.planning.fingerprint import training_ranges_from_fingerprint
+from segflow.planning.fingerprint import task_from_fingerprint, training_ranges_from_fingerprint
+from segflow.registry.catalog import Catalog, dataset_key
 from segflow.registry.model_card import model_card
 from segflow.registry.promotion import challenge
 from segflow.registry.store import Registry
-from segflow.tracking.provenance import data_hash, git_commit
+from segflow.tracking.provenance import data_hash, git_commit, git_state
 from segflow.training.summary import TrainSummary
 from segflow.validation.report import ValidationReport
 
 
-def gate(metrics: dict, minimum: float) -> tuple[bool, str]:
+def trivial_dice(fingerprint: dict) -> float:
+    """The dataset's own baseline: mean over foreground classes of the Dice of predicting the class
+    everywhere (2f / (1 + f) for a class covering a share f of the voxels)."""
+    fractions = [c["voxel_fraction"] for k, c in fingerprint.get("class_frequencies", {}).items() if k != "0"]
+    return float(sum(2 * f / (1 + f) for f in fractions) / len(fractions)) if fractions else 0.0
+
+
+def gate(metrics: dict, floor: float | str, fingerprint: dict, dataset: str = "") -> tuple[bool, str]:
+    """Is the model good enough to register at all? `floor` is register.min_mean_dice for the
+    dataset: a number (met at or above it), or "auto" (strictly above the dataset's trivial baseline)."""
     dice = metrics.get("dice_mean")
     if dice is None:
         return False, "evaluate produced no dice_mean"
-    if dice < minimum:
-        return False, f"mean Dice {dice:.4f} is below register.min_mean_dice {minimum:.4f}"
-    return True, f"mean Dice {dice:.4f} meets register.min_mean_dice {minimum:.4f}"
+    if floor == "auto":
+        baseline = trivial_dice(fingerprint)
+        passed = dice > baseline
+        return passed, (f"mean Dice {dice:.4f} is {'above' if passed else 'not above'} the trivial baseline "
+                        f"{baseline:.4f} of {dataset or 'the dataset'} (register.min_mean_dice auto: the Dice of "
+                        f"predicting each class everywhere)")
+    passed, where = dice >= floor, f" for {dataset}" if dataset else ""
+    return passed, f"mean Dice {dice:.4f} {'meets' if passed else 'is below'} register.min_mean_dice {floor:.4f}{where}"
 
 
 def build_ensemble(params: Params, paths: Paths, dest: Path) -> dict:
@@ -104,8 +119,11 @@ def compute_record(params: Params, paths: Paths) -> list[dict]:
 def make_entry(params: Params, paths: Paths, model_file: Path, metrics: dict, pp_decision: dict,
                exported: dict) -> dict:
     kept = pp_decision["keep_largest_component"]
-    return {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "dataset": Splits.load(paths.splits).dataset,
+    dataset, task = project_dataset(paths)
+    return {"created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "dataset": dataset, "task": task,
+            "dataset_key": dataset_key(dataset, task),
             "network": params.model.name, "data_hash": data_hash(paths.root), "git_commit": git_commit(paths.root),
+            "git_modified": git_state(paths.root)[1],
             "metrics": metrics, "folds": list(params.split.folds), "compute": compute_record(params, paths),
             "preprocessing": describe_preprocessing(load_model_file(model_file).preprocessing),
             "postprocessing": f"largest component kept for classes {kept}" if kept else "none",
@@ -118,9 +136,14 @@ def champion_scores(registry: Registry, champion: dict) -> pd.DataFrame | None:
     return read_per_case(per_case) if per_case.is_file() else None
 
 
+def project_dataset(paths: Paths) -> tuple[str, dict]:
+    """This run's dataset name (ingest) and task (the plan's fingerprint)."""
+    return Splits.load(paths.splits).dataset, task_from_fingerprint(read_json(paths.fingerprint))
+
+
 def registry_of(params: Params, paths: Paths) -> Registry:
-    """The registry register.registry_dir names (relative to the project root)."""
-    return Registry(paths.root / params.register_.registry_dir)
+    """This run's dataset's registry in register.registry_dir (relative to the project root)."""
+    return Catalog(paths.root / params.register_.registry_dir).for_dataset(dataset_key(*project_dataset(paths)))
 
 
 def record(params: Params, paths: Paths, entry: dict, own: Path) -> dict:
@@ -142,12 +165,12 @@ def record(params: Params, paths: Paths, entry: dict, own: Path) -> dict:
     folders = {"bundle": own / "bundle"} if entry["export"].get("formats") else {}
     model_id, promoted, reason = registry.add(own / "model.pt", entry, files, decide, folders)
     return {"model_id": model_id, "promoted": promoted, "reason": reason, "comparison": verdicts[-1].as_dict(),
-            "model_dir": (params.register_.registry_dir / "models" / model_id).as_posix()}
+            "model_dir": (params.register_.registry_dir / registry.root.name / "models" / model_id).as_posix()}
 
 
 def main(params: Params, paths: Paths, tracker=None) -> dict:
-    metrics = read_json(paths.metrics)
-    passed, gate_reason = gate(metrics, params.register_.min_mean_dice)
+    metrics, dataset = read_json(paths.metrics), Splits.load(paths.splits).dataset
+    passed, gate_reason = gate(metrics, params.register_.dice_floor(dataset), read_json(paths.fingerprint), dataset)
     if passed:
         registry_of(params, paths).check()  # a damaged registry stops register before the export
     with own_folder(paths) as own:
