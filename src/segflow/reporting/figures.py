@@ -129,8 +129,8 @@ def _panels(image: np.ndarray, truth: np.ndarray) -> list[tuple[str, object]]:
             for name, axis in VIEWS]
 
 
-def plot_prediction(case_id: str, image: np.ndarray, truth: np.ndarray, prediction: np.ndarray,
-                    class_names: list[str], dice: list[float], dest: Path) -> None:
+def prediction_figure(case_id: str, image: np.ndarray, truth: np.ndarray, prediction: np.ndarray,
+                      class_names: list[str], dice: list[float]):
     """Ground truth and prediction, classes named in a legend, the title the case and its Dice per
     class. A volume: truth (top row) over prediction, in three orthogonal slices (axial, coronal,
     sagittal) through the centre of the ground-truth structure. A 2D image: truth beside prediction."""
@@ -146,4 +146,10 @@ def plot_prediction(case_id: str, image: np.ndarray, truth: np.ndarray, predicti
     fig.suptitle(f"{case_id}: {dice_caption(class_names, dice)}", fontsize=9)
     _legend(fig, class_names)
     fig.tight_layout(rect=(0, 0.05, 1, 0.96))
-    save_figure(fig, dest)
+    return fig
+
+
+def plot_prediction(case_id: str, image: np.ndarray, truth: np.ndarray, prediction: np.ndarray,
+                    class_names: list[str], dice: list[float], dest: Path) -> None:
+    """`prediction_figure` written to `dest` as a PNG."""
+    save_figure(prediction_figure(case_id, image, truth, prediction, class_names, dice), dest)
