@@ -95,6 +95,11 @@ class Paths:
         return self.evaluate_dir / "overlays"
 
     @property
+    def overlay_index(self) -> Path:
+        """Which cases the overlays show (the worst and the best by Dice), read by the results page."""
+        return self.overlays / "index.json"
+
+    @property
     def postprocessing(self) -> Path:
         return self.evaluate_dir / "postprocessing.json"
 
@@ -111,3 +116,12 @@ class Paths:
     def export_bundle(self) -> Path:
         """The ensemble as a MONAI bundle (TorchScript, ONNX), checked against the eager model."""
         return self.artifacts / "register" / "bundle"
+
+    # report: the run's results page (offline HTML with its figures beside it)
+    @property
+    def report_dir(self) -> Path:
+        return self.artifacts / "report"
+
+    @property
+    def report_page(self) -> Path:
+        return self.report_dir / "index.html"

@@ -50,7 +50,15 @@ def reproduced(tiny_project_template, tmp_path_factory):
 def test_every_stage_runs_in_order_with_one_training_per_fold(reproduced):
     _, output = reproduced
     assert stages_run(output) == ["ingest", "validate", "plan", "preprocess", "train@0", "train@1", "evaluate",
-                                  "register"]
+                                  "register", "report"]
+
+
+def test_the_results_page_links_the_runs_overlays_of_the_worst_cases_and_the_model_card(reproduced):
+    project, _ = reproduced
+    page = (project / "artifacts/report/index.html").read_text()
+    index = json.loads((project / "artifacts/evaluate/overlays/index.json").read_text())
+    assert index["worst"] and all(f"overlays/{c['file']}" in page for c in index["worst"] + index["best"])
+    assert "offline-run-" in page and "Model card" in page and "anterior" in page
 
 
 def test_plan_fills_the_auto_values_and_explicit_ones_win(reproduced):
@@ -141,7 +149,7 @@ def test_wandb_record_is_one_group_with_full_config_and_linked_artifacts(reprodu
     runs = {of_type(r, "run")[0]["job_type"] + str(i): r for i, r in enumerate(wandb_runs(project))}
     headers = [of_type(r, "run")[0] for r in runs.values()]
     assert sorted(h["job_type"] for h in headers) == sorted(
-        ["ingest", "validate", "plan", "preprocess", "train", "train", "evaluate", "register"])
+        ["ingest", "validate", "plan", "preprocess", "train", "train", "evaluate", "register", "report"])
     assert len({h["run_group"] for h in headers}) == 1 and headers[0]["run_group"].startswith("dvc-")
     head = run(["git", "rev-parse", "HEAD"], project).stdout.strip()
     for header in headers:
@@ -187,7 +195,7 @@ def test_second_repro_is_a_no_op_and_train_param_reruns_only_downstream(reproduc
     first = json.loads((project / "artifacts/register/registration.json").read_text())["model_id"]
     set_param(project, "train", "epochs", 1)  # a train param; one epoch keeps the rerun short
     changed = run([str(BIN / "dvc"), "repro"], project)
-    assert stages_run(changed.stdout) == ["train@0", "train@1", "evaluate", "register"]
+    assert stages_run(changed.stdout) == ["train@0", "train@1", "evaluate", "register", "report"]
     # The retrained model was challenged against the champion on the same out-of-fold cases.
     second = json.loads((project / "artifacts/register/registration.json").read_text())
     n_cases = json.loads((project / "artifacts/evaluate/metrics.json").read_text())["n_cases"]
@@ -201,7 +209,7 @@ def test_adding_a_fold_trains_only_that_fold(reproduced):
     project, _ = reproduced
     set_param(project, "split", "folds", [0, 1, 2])
     added = run([str(BIN / "dvc"), "repro"], project)
-    assert stages_run(added.stdout) == ["train@2", "evaluate", "register"]
+    assert stages_run(added.stdout) == ["train@2", "evaluate", "register", "report"]
     assert json.loads((project / "artifacts/evaluate/metrics.json").read_text())["folds"] == [0, 1, 2]
 
 

@@ -14,3 +14,11 @@ def test_report_lists_metrics_and_per_fold_training_folder(tmp_path):
     lines = "\n".join(report_lines(tmp_path))
     assert "dice_mean=0.87" in lines
     assert "train curves" in lines and str(paths.train_dir) in lines
+
+
+def test_report_names_the_results_page_first_once_it_exists(tmp_path):
+    paths = Paths(tmp_path)
+    assert "results page" not in "\n".join(report_lines(tmp_path))
+    paths.report_dir.mkdir(parents=True)
+    paths.report_page.write_text("<html></html>")
+    assert report_lines(tmp_path)[2] == f"  results page   {paths.report_page}  (open in a browser; works offline)"

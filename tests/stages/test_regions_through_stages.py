@@ -8,6 +8,7 @@ import json
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from conftest import REPO, TINY_PARAMS, merge, write_nnunet_v2_dataset
@@ -51,6 +52,21 @@ def test_evaluation_scores_each_region(project):
     metrics = json.loads((project / "artifacts/evaluate/metrics.json").read_text())
     assert {"dice_whole", "dice_posterior"} <= set(metrics) and 0.0 <= metrics["dice_whole"] <= 1.0
     assert json.loads((project / "artifacts/evaluate/postprocessing.json").read_text())["keep_largest_component"] == []
+
+
+def test_evaluate_draws_the_worst_case_and_report_builds_the_page_before_any_registration(project):
+    from segflow.paths import Paths
+    from segflow.reporting.overlays import OverlayIndex
+
+    paths = Paths(project)
+    index = OverlayIndex.load(paths.overlay_index)
+    scores = pd.read_csv(paths.per_case).set_index("case_id")[["dice_whole", "dice_posterior"]].mean(axis=1)
+    assert [c.case_id for c in index.worst] == [str(scores.idxmin())]  # TINY_PARAMS: one overlay case
+    assert all((paths.overlays / c.file).is_file() for c in index.worst + index.best)
+    run_stage("report", project)
+    page = paths.report_page.read_text()
+    assert "<td>whole</td>" in page and "<td>posterior</td>" in page and "No model card" in page
+    assert all((paths.report_dir / "overlays" / c.file).is_file() for c in index.worst + index.best)
 
 
 def test_predict_paints_the_regions_into_a_label_map(project, tmp_path):

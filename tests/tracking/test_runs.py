@@ -303,3 +303,12 @@ def test_reachable_server_keeps_the_configured_mode(monkeypatch, tmp_path):
     monkeypatch.setenv("WANDB_MODE", "offline")  # an offline run is never probed
     monkeypatch.setattr(tracking, "server_reachable", lambda *a, **k: pytest.fail("probed"))
     assert tracking.offline_for_this_run("group-b") is False
+
+
+def test_a_started_run_is_recorded_under_its_group_for_the_results_page(wandb_dir):
+    with stage_run("train", {"segflow": {"fold": 1}}) as run:
+        assert run.active
+    (link,) = tracking.runs_of_group(GROUP)
+    assert link.stage == "train fold 1" and link.mode == "offline" and link.url is None
+    assert Path(link.folder).name.startswith("offline-run-") and Path(link.folder).is_dir()
+    assert tracking.runs_of_group("another-group") == []

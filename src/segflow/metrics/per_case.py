@@ -116,3 +116,13 @@ def mean_hd95(per_case: pd.DataFrame) -> float:
     values = per_case[columns].to_numpy(dtype=float) if columns else np.array([np.nan])
     values = values[np.isfinite(values)]
     return float(values.mean()) if values.size else float("nan")
+
+
+def score_intervals(per_case: pd.DataFrame) -> list[dict]:
+    """Each final score column, then the per-case mean Dice over classes: its mean over cases with
+    a 95% percentile-bootstrap interval, as {"metric", "mean", "low", "high", "n"}."""
+    from segflow.metrics.statistics import bootstrap_ci
+
+    series = {c: per_case[c] for c in score_columns(per_case)}
+    series["dice (mean over classes, per case)"] = case_dice(per_case)
+    return [{"metric": name, **bootstrap_ci(values.to_numpy())} for name, values in series.items()]

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from segflow.config import Params
-from segflow.metrics.per_case import case_dice, score_columns
+from segflow.metrics.per_case import score_intervals
 from segflow.tracking.provenance import describe_code
 
 if TYPE_CHECKING:
@@ -17,15 +17,8 @@ if TYPE_CHECKING:
 
 def metric_rows(per_case: pd.DataFrame) -> str:
     """One table row per class and metric: mean over cases with a 95% bootstrap interval."""
-    from segflow.metrics.statistics import bootstrap_ci
-
-    series = {c: per_case[c] for c in score_columns(per_case)}
-    series["dice (mean over classes, per case)"] = case_dice(per_case)
-    rows = []
-    for name, values in series.items():
-        ci = bootstrap_ci(values.to_numpy())
-        rows.append(f"| {name} | {ci['mean']:.4f} | {ci['low']:.4f} – {ci['high']:.4f} | {ci['n']} |")
-    return "\n".join(rows)
+    return "\n".join(f"| {r['metric']} | {r['mean']:.4f} | {r['low']:.4f} – {r['high']:.4f} | {r['n']} |"
+                     for r in score_intervals(per_case))
 
 
 def compute_rows(compute: list[dict]) -> str:

@@ -18,6 +18,8 @@ def _load(path: Path) -> dict | None:
 def report_lines(root: Path) -> list[str]:
     paths = Paths(root)
     lines = ["", "segflow results:"]
+    if paths.report_page.is_file():
+        lines.append(f"  results page   {paths.report_page}  (open in a browser; works offline)")
     metrics = _load(paths.metrics)
     if metrics:
         scores = ", ".join(f"{k}={v}" for k, v in metrics.items() if k.startswith(("dice", "hd95")))

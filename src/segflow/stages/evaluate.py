@@ -8,6 +8,8 @@ paired evidence says it helps (segflow.inference.postprocessing.RULE); the metri
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pandas as pd
 
@@ -73,24 +75,27 @@ def voxel_counts(labels: np.ndarray, names: list[str], suffix: str = "") -> dict
     return {VOXELS.format(name) + suffix: int(counts[i]) for i, name in enumerate(names, start=1)}
 
 
-def evaluate_fold(params: Params, paths: Paths, fold: int, spacing: dict) -> tuple[list[dict], dict]:
-    """Rows for the fold's validation cases, and the fold model's predictions for overlays."""
+def predict_case(nets, bundle: ModelFile, item: dict, cfg, regions: Regions | None) -> np.ndarray:
+    """The fold model's label map of one cached case (sliding window, optional mirror TTA)."""
+    windows = count_windows(item["image"].shape[1:], bundle.patch_size, cfg.sw_overlap)
+    return predict_labels(nets, item["image"], bundle.patch_size, tta=cfg.tta,
+                          sw_batch_size=cfg.sw_batch_size, overlap=cfg.sw_overlap,
+                          progress=windows > PROGRESS_WINDOWS,  # a bar for a long case (stderr)
+                          regions=regions)
+
+
+def evaluate_fold(params: Params, paths: Paths, fold: int, spacing: dict) -> list[dict]:
+    """Score rows for the fold's validation cases (predictions are not kept: memory holds one case)."""
     bundle = load_model_file(paths.model_for(fold))
     nets, names, cfg = bundle.build(pick_device()), class_names_of(bundle), params.evaluate
-    rows, predictions, ignore_label = [], {}, Splits.load(paths.splits).ignore_label
+    rows, ignore_label = [], Splits.load(paths.splits).ignore_label
     regions = Regions.of(bundle.info.get("regions"))
     for item in PreprocessedCache(paths.preprocessed).iter_cases(validation_cases(paths, fold)):
-        windows = count_windows(item["image"].shape[1:], bundle.patch_size, cfg.sw_overlap)
-        prediction = predict_labels(nets, item["image"], bundle.patch_size, tta=cfg.tta,
-                                    sw_batch_size=cfg.sw_batch_size, overlap=cfg.sw_overlap,
-                                    progress=windows > PROGRESS_WINDOWS,  # a bar for a long case (stderr)
-                                    regions=regions)
+        prediction = predict_case(nets, bundle, item, cfg, regions)
         case_spacing = spacing[item["case_id"]]["spacing"]
         rows.append({"case_id": item["case_id"], "fold": fold,
                      **score_both(prediction, item, names, case_spacing, cfg.hd95, ignore_label, regions)})
-        if len(predictions) < cfg.overlay_cases:
-            predictions[item["case_id"]] = (item, prediction)
-    return rows, predictions
+    return rows
 
 
 def apply_decision(scores: pd.DataFrame, names: list[str], decision: dict) -> pd.DataFrame:
@@ -129,20 +134,51 @@ def summarise(per_case: pd.DataFrame, class_names: list[str]) -> dict:
     return metrics
 
 
-def write_overlays(paths: Paths, predictions: dict, names: list[str], decision: dict, tracker,
-                   ignore_label: int | None = None, regions: Regions | None = None) -> None:
-    from segflow.reporting.figures import plot_prediction
+def overlay_predictions(params: Params, paths: Paths, per_case: pd.DataFrame, case_ids: list[str]):
+    """(item, prediction) of each case in `case_ids`, predicted again by the fold model that scored
+    it (a handful of cases: cheaper than holding every prediction of the run in memory)."""
+    from segflow.reporting.overlays import fold_of
 
-    paths.overlays.mkdir(parents=True, exist_ok=True)
-    overlays = []
-    for case_id, (item, prediction) in predictions.items():
-        final = apply_postprocessing(prediction, decision)
-        scores = dice_per_output(*without_ignored(final, item["label"][0], ignore_label), len(names) + 1, regions)
-        dest = paths.overlays / f"{case_id}.png"
-        plot_prediction(case_id, item["image"][0], item["label"][0], final, list(scores), dest)
-        overlays.append(dest)
+    cache = PreprocessedCache(paths.preprocessed)
+    for fold in sorted({fold_of(per_case, c) for c in case_ids}):
+        bundle = load_model_file(paths.model_for(fold))
+        nets, regions = bundle.build(pick_device()), Regions.of(bundle.info.get("regions"))
+        for item in cache.iter_cases([c for c in case_ids if fold_of(per_case, c) == fold]):
+            yield item, predict_case(nets, bundle, item, params.evaluate, regions)
+
+
+def overlay_case(per_case: pd.DataFrame, case_id: str, names: list[str]):
+    """The index entry of a drawn case, its Dice per class from the final per-case table."""
+    from segflow.reporting.overlays import OverlayCase, fold_of
+
+    row = per_case[per_case[CASE_ID].astype(str) == case_id].iloc[0]
+    dice = {n: round(float(row[score_column(DICE, n)]), 5) for n in names}
+    finite = [d for d in dice.values() if np.isfinite(d)]
+    return OverlayCase(case_id=case_id, fold=fold_of(per_case, case_id), file=f"{case_id}.png",
+                       mean_dice=round(float(np.mean(finite)), 5) if finite else float("nan"), dice=dice)
+
+
+def write_overlays(params: Params, paths: Paths, per_case: pd.DataFrame, names: list[str], decision: dict,
+                   tracker) -> None:
+    """Overlays of the evaluate.overlay_cases worst cases by mean Dice and of the best few, with the
+    chosen postprocessing applied, and their index for the results page."""
+    from segflow.reporting.figures import plot_prediction
+    from segflow.reporting.overlays import OverlayIndex, pick_cases
+
+    if paths.overlays.exists():
+        shutil.rmtree(paths.overlays)  # a case drawn by an earlier run must not linger
+    paths.overlays.mkdir(parents=True)
+    worst, best = pick_cases(per_case, params.evaluate.overlay_cases)
+    drawn = {}
+    for item, prediction in overlay_predictions(params, paths, per_case, worst + best):
+        case = overlay_case(per_case, str(item["case_id"]), names)
+        plot_prediction(case.case_id, item["image"][0], item["label"][0], apply_postprocessing(prediction, decision),
+                        names, list(case.dice.values()), paths.overlays / case.file)
+        drawn[case.case_id] = case
+    OverlayIndex(worst=[drawn[c] for c in worst], best=[drawn[c] for c in best]).save(paths.overlay_index)
     if tracker:
-        tracker.log_images("evaluate/overlays", overlays)
+        tracker.log_images("evaluate/overlays", [paths.overlays / drawn[c].file for c in worst + best],
+                           captions=[f"{c} ({'worst' if c in worst else 'best'})" for c in worst + best])
 
 
 def postprocessing_rule(params: Params) -> Rule:
@@ -152,18 +188,14 @@ def postprocessing_rule(params: Params) -> Rule:
 
 def run(params: Params, paths: Paths, tracker=None) -> tuple[dict, pd.DataFrame, dict]:
     spacing = PreprocessedCache(paths.preprocessed).entries()
-    rows, predictions = [], {}
-    for fold in params.split.folds:
-        fold_rows, fold_predictions = evaluate_fold(params, paths, fold, spacing)
-        rows += fold_rows
-        predictions.update(list(fold_predictions.items())[: params.evaluate.overlay_cases - len(predictions)])
+    rows = [row for fold in params.split.folds for row in evaluate_fold(params, paths, fold, spacing)]
     bundle = load_model_file(paths.model_for(params.split.folds[0]))
-    names, regions = class_names_of(bundle), Regions.of(bundle.info.get("regions"))
+    names = class_names_of(bundle)
     scores = pd.DataFrame(rows)
     decision = (choose_postprocessing(scores, names, postprocessing_rule(params)) if params.evaluate.postprocess
                 else {"keep_largest_component": [], "rule": "evaluate.postprocess is false"})
     per_case = apply_decision(scores, names, decision)
-    write_overlays(paths, predictions, names, decision, tracker, Splits.load(paths.splits).ignore_label, regions)
+    write_overlays(params, paths, per_case, names, decision, tracker)
     return summarise(per_case, names), per_case, decision
 
 

@@ -30,6 +30,7 @@ import re
 import subprocess
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -154,6 +155,40 @@ def scrub_secrets(value: Any) -> Any:
     return value
 
 
+@dataclass(frozen=True)
+class RunLink:
+    """A stage's W&B run as the results page links it: its local folder (an offline run's is what
+    `wandb sync` uploads) and, for an online run, its URL."""
+
+    stage: str
+    group: str
+    run_id: str
+    mode: str  # "online" or "offline"
+    folder: str
+    url: str | None = None
+
+
+def _links_dir(group: str) -> Path:
+    return Path(os.environ.get("WANDB_DIR") or ".") / "run-links" / artifact_name(group)
+
+
+def record_run(link: RunLink) -> None:
+    """Note a started run under its pipeline group ($WANDB_DIR/run-links/<group>/), one file per run."""
+    dest = _links_dir(link.group) / f"{artifact_name(link.stage, link.run_id)}.json"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(json.dumps(asdict(link)))
+
+
+def runs_of_group(group: str) -> list[RunLink]:
+    """The runs `record_run` noted for pipeline group `group`, oldest first (none: an empty list)."""
+    files = sorted(_links_dir(group).glob("*.json"), key=lambda f: (f.stat().st_mtime, f.name))
+    links = []
+    for file in files:
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            links.append(RunLink(**json.loads(file.read_text())))
+    return links
+
+
 class StageRun:
     """One stage's W&B run; every method degrades to a no-op once W&B fails.
 
@@ -189,7 +224,18 @@ class StageRun:
             self.run = wandb.init(**self._init_kwargs())
         except Exception as exc:  # noqa: BLE001 - any W&B failure must not stop the stage
             self._disable("init failed", exc)
+        if self.active:
+            with self._guard("recording the run's link"):
+                record_run(self._link())
         return self
+
+    def _link(self) -> RunLink:
+        """Where this run can be looked at: its local folder and, online, its page."""
+        fold = (self.config.get("segflow") or {}).get("fold")
+        offline = bool(self.run.offline)
+        return RunLink(stage=self.stage if fold is None else f"{self.stage} fold {fold}", group=self.group,
+                       run_id=str(self.run.id), mode="offline" if offline else "online",
+                       folder=str(Path(self.run.dir).resolve().parent), url=None if offline else self.run.url)
 
     def _init_kwargs(self) -> dict[str, Any]:
         """wandb.init arguments; dir and mode come from the current environment explicitly,
