@@ -71,6 +71,9 @@ class Paths:
     def val_history_for(self, fold: int) -> Path:
         return self.fold_dir(fold) / "val_history.csv"
 
+    def val_dice_per_class_for(self, fold: int) -> Path:
+        return self.fold_dir(fold) / "val_dice_per_class.csv"
+
     def train_summary_for(self, fold: int) -> Path:
         return self.fold_dir(fold) / "summary.json"
 

@@ -95,3 +95,24 @@ def test_render_plots_with_corrupt_dvc_yaml_raises(tmp_path, template: Path) -> 
 def test_failing_dvc_command_raises(tmp_path) -> None:
     with pytest.raises(ReportingError, match="failed"):
         _run_dvc(tmp_path, "no-such-command")
+
+
+def test_the_per_class_template_draws_one_line_per_class(tmp_path) -> None:
+    """The project's .dvc/plots/per_class.json colours val_dice_per_class.csv's rows by class."""
+    import json
+    import shutil
+
+    from conftest import REPO
+
+    root = _init_repo(tmp_path)
+    (root / ".dvc" / "plots").mkdir()
+    shutil.copy2(REPO / ".dvc" / "plots" / "per_class.json", root / ".dvc" / "plots" / "per_class.json")
+    (root / "dice.csv").write_text("epoch,class,dice\n1,anterior,0.5\n1,posterior,0.4\n2,anterior,0.7\n2,posterior,0.6\n")
+    (root / "dvc.yaml").write_text("plots:\n  - dice.csv:\n      template: per_class\n      title: Validation Dice per "
+                                   "class\n      x: epoch\n      y: dice\n")
+    shown = subprocess.run([sys.executable, "-m", "dvc", "plots", "show", "--json"], cwd=root, check=True,
+                           capture_output=True, text=True, env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+    (plot,) = json.loads(shown.stdout)["data"]["dice.csv"]
+    spec = plot["content"]
+    assert spec["encoding"]["color"]["field"] == "class" and spec["title"]["text"] == "Validation Dice per class"
+    assert {row["class"] for row in spec["data"]["values"]} == {"anterior", "posterior"}

@@ -1,4 +1,4 @@
-"""The per-epoch history: records named by class, and the two plot files dvc.yaml declares."""
+"""The per-epoch history: records named by class, and the plot files dvc.yaml declares."""
 
 from __future__ import annotations
 
@@ -26,6 +26,9 @@ def test_history_has_every_epoch_and_val_history_only_the_validated_ones(tmp_pat
     val = pd.read_csv(paths.val_history_for(1))
     assert list(val.columns) == ["epoch", "val_dice_mean", "val_dice_anterior", "val_dice_posterior"]
     assert list(val["epoch"]) == [2]
+    per_class = pd.read_csv(paths.val_dice_per_class_for(1))  # one line per class in DVC's plot
+    assert per_class.to_dict("records") == [{"epoch": 2, "class": "anterior", "dice": 0.5},
+                                            {"epoch": 2, "class": "posterior", "dice": 0.7}]
 
 
 def test_a_run_that_never_validated_writes_an_empty_val_history(tmp_path):

@@ -1,5 +1,6 @@
-"""A fold's per-epoch history: one record per epoch, written as the two plot files dvc.yaml
-declares (artifacts/train/fold_K/history.csv and val_history.csv)."""
+"""A fold's per-epoch history: one record per epoch, written as the plot files dvc.yaml declares
+(artifacts/train/fold_K/history.csv, val_history.csv, and val_dice_per_class.csv: the same Dice
+in long form, one row per epoch and class, so DVC draws one line per class whatever the classes)."""
 
 from __future__ import annotations
 
@@ -25,11 +26,15 @@ def epoch_record(epoch: int, loss: float, lr: float, seconds: float, val: list[f
 
 
 def write_history(paths: Paths, fold: int, history: list[dict]) -> None:
-    """Two plot files: loss every epoch, validation Dice where it was measured."""
+    """The plot files: loss every epoch; validation Dice where it was measured, wide and long."""
     frame = pd.DataFrame(history)
     write_csv(paths.history_for(fold), frame[["epoch", "train_loss", "lr", "seconds"]])
     val = frame.dropna(subset=["val_dice_mean"]) if "val_dice_mean" in frame else frame.iloc[:0]
     write_csv(paths.val_history_for(fold), val[["epoch"] + [c for c in val if c.startswith("val_")]])
+    classes = [c for c in val if c.startswith(VAL_DICE) and c != VAL_DICE_MEAN]
+    long = val.melt(id_vars="epoch", value_vars=classes, var_name="class", value_name="dice")
+    long["class"] = long["class"].str.removeprefix(VAL_DICE)
+    write_csv(paths.val_dice_per_class_for(fold), long[["epoch", "class", "dice"]])
 
 
 class FoldHistory:
