@@ -132,6 +132,8 @@ class Trainer:
         # Every rank resumes from the same checkpoint, so all start from the same weights and optimiser.
         self.state = (resume_checkpoint(self.checkpoint, self.fingerprint, self.net, self.optimizer, self.scaler)
                       or TrainState())
+        if tracker is not None and self.state.tracked_run is not None:
+            tracker.continue_run(self.state.tracked_run)  # the resumed epochs go on in the same W&B run
         self.model = self.training_model()
 
     def build_loader(self, train_ids: list[str]):
@@ -209,6 +211,8 @@ class Trainer:
 
     def save_epoch(self, record: dict) -> None:
         """Rank 0's end of an epoch: checkpoint, history files, console line, W&B row."""
+        if self.tracker:
+            self.state.tracked_run = self.tracker.identity or self.state.tracked_run
         save_checkpoint(self.checkpoint, self.fingerprint, self.state, self.net, self.optimizer, self.scaler)
         write_history(self.paths, self.fold, self.state.history)
         print("train: " + "  ".join(f"{k}={v}" for k, v in record.items()), flush=True)
