@@ -26,6 +26,7 @@ from segflow.models.factory import build_network
 from segflow.models.model_file import load_model_file, save_model_file
 from segflow.paths import Paths
 from segflow.tracking.runs import stage_run
+from segflow.training.progress import TrainProgress
 from segflow.training.summary import TrainSummary
 from segflow.training.trainer import Trainer, resume_fingerprint, training_device
 from segflow.training.usage import Stopwatch
@@ -114,10 +115,14 @@ def test_trainer_pins_loader_memory_only_for_a_gpu(fold_project):
     assert trainer.device.type == "cpu" and trainer.loader.pin_memory is False
 
 
-def test_a_fitted_fold_writes_history_model_file_and_a_summary_that_reads_back(fold_project):
+def test_a_fitted_fold_writes_history_model_file_and_a_summary_that_reads_back(fold_project, capsys):
     paths = Paths(fold_project)
     trainer = Trainer(tiny_params(epochs=2, val_every=2), paths)
     trainer.fit()
+    console = capsys.readouterr().out
+    assert "train: epoch 1/2 (50%, ETA " in console and "train: epoch 2/2 (100%, ETA 0s)" in console
+    progress = TrainProgress.read(paths.train_progress_for(0))  # what the Prefect flow relays
+    assert (progress.fold, progress.epoch, progress.epochs, progress.eta_seconds) == (0, 2, 2, 0.0)
     summary = trainer.write_outputs(preprocessing=None, clock=Stopwatch())
 
     assert TrainSummary.load(paths.train_summary_for(0)) == summary
