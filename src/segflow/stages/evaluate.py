@@ -59,13 +59,24 @@ def score_both(prediction: np.ndarray, item: dict, names: list[str], spacing, hd
                          regions=regions)}
 
 
+def case_progress(cases, total: int, what: str):
+    """`cases` behind a bar on stderr with tqdm's rate and ETA (`12/40 [00:30<01:10]`)."""
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(cases, total=total, desc=what, unit="case", file=sys.stderr, mininterval=5)
+
+
 def evaluate_fold(params: Params, paths: Paths, fold: int, spacing: dict) -> tuple[list[dict], dict]:
     """Rows for the fold's validation cases, and the fold model's predictions for overlays."""
     bundle = load_model_file(paths.model_for(fold))
     nets, names, cfg = bundle.build(pick_device()), class_names_of(bundle), params.evaluate
     rows, predictions, ignore_label = [], {}, Splits.load(paths.splits).ignore_label
     regions = Regions.of(bundle.info.get("regions"))
-    for item in PreprocessedCache(paths.preprocessed).iter_cases(validation_cases(paths, fold)):
+    case_ids = validation_cases(paths, fold)
+    cases = PreprocessedCache(paths.preprocessed).iter_cases(case_ids)
+    for item in case_progress(cases, len(case_ids), f"evaluate fold {fold}"):
         windows = count_windows(item["image"].shape[1:], bundle.patch_size, cfg.sw_overlap)
         prediction = predict_labels(nets, item["image"], bundle.patch_size, tta=cfg.tta,
                                     sw_batch_size=cfg.sw_batch_size, overlap=cfg.sw_overlap,
