@@ -30,6 +30,8 @@ from prefect.runtime import flow_run
 from segflow.config import load_params
 from segflow.orchestration import handoff
 from segflow.orchestration.limits import STAGE_TIMEOUT_S, TRAIN_TIMEOUT_S, network_retries
+from segflow.orchestration.progress import POLL_S as PROGRESS_POLL_S
+from segflow.orchestration.progress import TrainProgressRelay, polling, prefect_reporter
 from segflow.orchestration.workspace import file_restored, require_committed, workspace_lock
 from segflow.overrides import apply_overrides
 from segflow.paths import Paths
@@ -47,7 +49,24 @@ class TrainJobFailed(RuntimeError):
 
 @task(name="dvc-stage", task_run_name="{stage}")
 def run_stage(stage: str, root: Path, group: str, upstream: bool = False) -> str:
-    """`dvc repro <stage>`: runs it only if its deps or params changed, else a no-op.
+    """`dvc repro <stage>`: runs it only if its deps or params changed, else a no-op."""
+    return repro(stage, root, group, upstream)
+
+
+@task(name="dvc-stage", task_run_name="train")
+def train_here(root: Path, group: str) -> str:
+    """`dvc repro train` (its folds one after another), relaying their progress to the flow run."""
+    params = load_params(root / "params.yaml")
+    relay = TrainProgressRelay(Paths(root), params.split.folds, params.train.epochs,
+                               prefect_reporter("train: epochs done over all folds"))
+    with polling(relay.poll, PROGRESS_POLL_S):
+        output = repro(handoff.TRAIN, root, group)
+    relay.done()
+    return output
+
+
+def repro(stage: str, root: Path, group: str, upstream: bool = False) -> str:
+    """`dvc repro <stage>` logging into W&B group `group`; its output.
 
     The flow runs the stages in DAG order, so when a stage's turn comes its upstream stages are up
     to date: `--single-item` spares DVC re-checking them (about 0.5 s per stage, measured by
@@ -139,7 +158,7 @@ def sync_wandb() -> str:
 
 def train_here_or_dispatch(root: Path, group: str, dispatch: bool, overrides: list[str], deployment: str) -> None:
     if not dispatch:
-        run_stage(handoff.TRAIN, root, group)
+        train_here(root, group)
         return
     push_train_inputs(root)
     request = handoff.train_job_request(root, overrides)

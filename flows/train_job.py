@@ -18,8 +18,12 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 
+from segflow.config import load_params
 from segflow.orchestration import handoff
 from segflow.orchestration.limits import TRAIN_TIMEOUT_S, network_retries
+from segflow.orchestration.progress import POLL_S as PROGRESS_POLL_S
+from segflow.orchestration.progress import TrainProgressRelay, polling, prefect_reporter
+from segflow.paths import Paths
 
 NETWORK_RETRIES = network_retries()
 
@@ -36,7 +40,12 @@ def pull_inputs(workdir: Path) -> None:
 
 @task(name="train", task_run_name="train@{fold}")
 def train(workdir: Path, fold: int) -> None:
-    handoff.run_train(workdir, fold, timeout_s=TRAIN_TIMEOUT_S)
+    """train@fold, relaying its progress to this flow run while it trains."""
+    relay = TrainProgressRelay(Paths(workdir), [fold], load_params(workdir / "params.yaml").train.epochs,
+                               prefect_reporter(f"train@{fold}: epochs done"))
+    with polling(relay.poll, PROGRESS_POLL_S):
+        handoff.run_train(workdir, fold, timeout_s=TRAIN_TIMEOUT_S)
+    relay.done()
 
 
 @task(name="push-train-outputs", **NETWORK_RETRIES)

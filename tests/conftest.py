@@ -59,6 +59,55 @@ def project_env(tmp_path_factory):
             os.environ[key] = value
 
 
+WANDB_TEST_GROUP = "pipeline-test-42"
+
+
+@pytest.fixture
+def wandb_dir(tmp_path, monkeypatch):
+    """Offline W&B with every folder under tmp_path; returns WANDB_DIR."""
+    state = tmp_path / "wandb-state"
+    env = {
+        "WANDB_MODE": "offline",
+        "WANDB_PROJECT": "segflow-test",
+        "WANDB_SILENT": "true",
+        "WANDB_CONSOLE": "off",
+        "WANDB_DIR": str(state),
+        "WANDB_DATA_DIR": str(state / "data"),
+        "WANDB_CACHE_DIR": str(state / "cache"),
+        "WANDB_CONFIG_DIR": str(state / "config"),
+        "WANDB_ARTIFACT_DIR": str(state / "artifacts"),
+        "SEGFLOW_RUN_GROUP": WANDB_TEST_GROUP,
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("SEGFLOW_TRACKING", raising=False)
+    state.mkdir()
+    yield state
+    import wandb
+
+    # wandb caches its environment per process; start the next test from a clean session.
+    wandb.teardown()
+
+
+def offline_runs(wandb_dir: Path) -> list[Path]:
+    """The offline W&B run folders under WANDB_DIR `wandb_dir`, oldest first."""
+    return sorted((wandb_dir / "wandb").glob("offline-run-*"))
+
+
+def offline_run_records(run_dir: Path) -> list[dict]:
+    """Every record of an offline W&B run folder, read from its .wandb transaction log by wandb's own CLI."""
+    out = subprocess.run([str(BIN / "wandb"), "leet", "inspect", "--json", str(run_dir)],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def offline_run_header(run_dir: Path) -> dict:
+    """The run record of an offline W&B run folder: run_id, run_group, display_name, job_type, ..."""
+    (header,) = [r["run"] for r in offline_run_records(run_dir) if r["type"] == "run"]
+    return header
+
+
 def save_nifti(path: Path, array, spacing=(1.0, 1.0, 1.0)) -> None:
     """A NIfTI file with the array's own dtype and a diagonal (spacing) affine."""
     import nibabel as nib

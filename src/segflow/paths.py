@@ -80,6 +80,10 @@ class Paths:
     def checkpoints_for(self, fold: int) -> Path:
         return self.artifacts / "checkpoints" / f"fold_{fold}"
 
+    def train_progress_for(self, fold: int) -> Path:
+        """Beside the checkpoint: no DVC output, it only tells a watcher how far training is."""
+        return self.checkpoints_for(fold) / "progress.json"
+
     # evaluate
     @property
     def evaluate_dir(self) -> Path:

@@ -48,3 +48,11 @@ def test_the_summary_has_class_means_their_mean_a_ci_and_each_folds_mean():
     low, high = metrics["dice_mean_ci95"]
     assert low <= metrics["dice_mean"] <= high
     assert metrics["hd95_mean"] == pytest.approx(np.mean([np.mean([1.5, 2.0, 2.5, 1.0]), 2.5]))
+
+
+def test_evaluation_shows_how_far_it_is_over_the_cases(capsys):
+    from segflow.stages.evaluate import case_progress
+
+    assert list(case_progress(iter("abc"), 3, "evaluate fold 0")) == ["a", "b", "c"]
+    bar = capsys.readouterr().err
+    assert "evaluate fold 0" in bar and "3/3" in bar and "case" in bar

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import subprocess
@@ -11,51 +10,19 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import WANDB_TEST_GROUP, offline_run_header, offline_run_records, offline_runs
 
 from segflow.tracking import runs as tracking
 from segflow.tracking.runs import pipeline_group, scrub_secrets, stage_run
 
-GROUP = "pipeline-test-42"
-
-
-@pytest.fixture
-def wandb_dir(tmp_path, monkeypatch):
-    """Offline W&B with every folder under tmp_path; returns WANDB_DIR."""
-    state = tmp_path / "wandb-state"
-    env = {
-        "WANDB_MODE": "offline",
-        "WANDB_PROJECT": "segflow-test",
-        "WANDB_SILENT": "true",
-        "WANDB_CONSOLE": "off",
-        "WANDB_DIR": str(state),
-        "WANDB_DATA_DIR": str(state / "data"),
-        "WANDB_CACHE_DIR": str(state / "cache"),
-        "WANDB_CONFIG_DIR": str(state / "config"),
-        "WANDB_ARTIFACT_DIR": str(state / "artifacts"),
-        "SEGFLOW_RUN_GROUP": GROUP,
-    }
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    monkeypatch.delenv("SEGFLOW_TRACKING", raising=False)
-    state.mkdir()
-    yield state
-    import wandb
-
-    # wandb caches its environment per process; start the next test from a clean session.
-    wandb.teardown()
+GROUP = WANDB_TEST_GROUP
 
 
 def run_records(wandb_dir: Path) -> list[dict]:
     """Records of the one offline run under wandb_dir, read from its .wandb transaction log."""
-    runs = sorted((wandb_dir / "wandb").glob("offline-run-*"))
+    runs = offline_runs(wandb_dir)
     assert len(runs) == 1, runs
-    wandb_cli = Path(sys.executable).with_name("wandb")
-    out = subprocess.run(
-        [str(wandb_cli), "leet", "inspect", "--json", str(runs[0])],
-        capture_output=True, text=True, timeout=60, check=True,
-    ).stdout
-    return [json.loads(line) for line in out.splitlines() if line.strip()]
+    return offline_run_records(runs[0])
 
 
 def records_of(records: list[dict], kind: str) -> list[dict]:
@@ -307,8 +274,74 @@ def test_reachable_server_keeps_the_configured_mode(monkeypatch, tmp_path):
 
 def test_a_started_run_is_recorded_under_its_group_for_the_results_page(wandb_dir):
     with stage_run("train", {"segflow": {"fold": 1}}) as run:
+        run.log({"loss": 1.0})  # the run opens at its first use
         assert run.active
     (link,) = tracking.runs_of_group(GROUP)
     assert link.stage == "train fold 1" and link.mode == "offline" and link.url is None
     assert Path(link.folder).name.startswith("offline-run-") and Path(link.folder).is_dir()
     assert tracking.runs_of_group("another-group") == []
+
+
+def history_steps(run_dir: Path) -> list[int]:
+    return [h["step"]["num"] for h in records_of(offline_run_records(run_dir), "history")]
+
+
+def test_runs_are_named_by_stage_and_fold_within_the_pipeline_group(wandb_dir):
+    with stage_run("train", {}, fold=2) as run:
+        run.log({"loss": 1.0})
+    with stage_run("evaluate", {}) as run:
+        run.log({"dice": 0.5})
+
+    headers = [offline_run_header(d) for d in offline_runs(wandb_dir)]
+    assert sorted((h["display_name"], h["job_type"], h["run_group"]) for h in headers) == [
+        ("evaluate", "evaluate", GROUP), ("train-fold2", "train", GROUP)]
+
+
+def test_a_continued_run_keeps_its_id_and_group_across_pipeline_runs(wandb_dir, monkeypatch):
+    with stage_run("train", {}, fold=0) as first:
+        first.log({"loss": 0.9}, step=1)
+        earlier = first.identity
+    monkeypatch.setenv("SEGFLOW_RUN_GROUP", "the-resuming-pipeline-run")
+    with stage_run("train", {}, fold=0) as second:
+        second.continue_run(earlier)
+        second.log({"loss": 0.8}, step=2)
+
+    assert earlier == tracking.RunIdentity(run_id=earlier.run_id, group=GROUP)
+    assert second.identity is None and second.error is None  # finished cleanly
+    # Offline, the continuation is a second folder of the same run; `wandb sync` joins them.
+    folders = offline_runs(wandb_dir)
+    assert len(folders) == 2
+    assert [(h["run_id"], h["run_group"], h["display_name"]) for h in map(offline_run_header, folders)] \
+        == [(earlier.run_id, GROUP, "train-fold0")] * 2
+    assert [history_steps(d) for d in folders] == [[1], [2]]
+
+
+def test_continue_run_after_the_run_opened_warns_and_keeps_the_open_run(wandb_dir, caplog):
+    with stage_run("train", {}) as run:
+        run.log({"loss": 1.0})
+        own = run.identity
+        run.continue_run(tracking.RunIdentity(run_id="elsewhere1", group="other"))
+        assert run.identity == own
+    assert any("cannot continue run elsewhere1" in w for w in tracking_warnings(caplog))
+
+
+def test_a_stage_that_logs_nothing_still_leaves_its_run_and_outcome(wandb_dir):
+    with pytest.raises(RuntimeError):
+        with stage_run("plan", {}, fold=None):
+            raise RuntimeError("planning failed")
+    assert [e["exit_code"] for e in records_of(run_records(wandb_dir), "exit")] == [1]
+
+
+def test_an_unstarted_run_never_opens_wandb(wandb_dir):
+    """A DDP rank that does not track holds a StageRun that was never started: it logs nowhere."""
+    idle = tracking.StageRun("train", {}, group="off", fold=0)
+    idle.log({"loss": 1.0})
+    idle.finish()
+    assert idle.identity is None and offline_runs(wandb_dir) == []
+
+
+def test_run_identity_reads_back_only_what_it_wrote():
+    identity = tracking.RunIdentity(run_id="abc123", group="g")
+    assert tracking.RunIdentity.from_dict(identity.to_dict()) == identity
+    assert tracking.RunIdentity.from_dict(None) is None
+    assert tracking.RunIdentity.from_dict({"run_id": "abc123"}) is None

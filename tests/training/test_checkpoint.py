@@ -7,6 +7,7 @@ import torch
 from training_fixtures import NET_ARGS
 
 from segflow.models.factory import build_network
+from segflow.tracking.runs import RunIdentity
 from segflow.training import checkpoint as C
 
 
@@ -34,10 +35,11 @@ def one_step(net, optimizer):
     optimizer.step()
 
 
-def test_checkpoint_round_trip_restores_weights_optimizer_and_history(tmp_path):
+def test_checkpoint_round_trip_restores_weights_optimizer_history_and_wandb_run(tmp_path):
     net, optimizer, scaler = tiny_setup(0)
     one_step(net, optimizer)
-    state = C.TrainState(epoch=2, history=[{"epoch": 1, "train_loss": 0.9}, {"epoch": 2, "train_loss": 0.8}])
+    state = C.TrainState(epoch=2, history=[{"epoch": 1, "train_loss": 0.9}, {"epoch": 2, "train_loss": 0.8}],
+                         tracked_run=RunIdentity(run_id="a1b2c3d4", group="dvc-20260101-000000-42-abc1234"))
     path = tmp_path / "checkpoints" / "last.pt"
     C.save_checkpoint(path, "fp-1", state, net, optimizer, scaler)
 

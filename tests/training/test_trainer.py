@@ -8,7 +8,14 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, assert_same_up_to_float32_order
+from conftest import (
+    REPO,
+    WANDB_TEST_GROUP,
+    assert_same_up_to_float32_order,
+    offline_run_header,
+    offline_run_records,
+    offline_runs,
+)
 from training_fixtures import NET_ARGS, PATCH, synthetic_cache, tiny_params, write_fold_project  # noqa: F401
 
 from segflow.config import load_params
@@ -18,6 +25,8 @@ from segflow.errors import StageFailed
 from segflow.models.factory import build_network
 from segflow.models.model_file import load_model_file, save_model_file
 from segflow.paths import Paths
+from segflow.tracking.runs import stage_run
+from segflow.training.progress import TrainProgress
 from segflow.training.summary import TrainSummary
 from segflow.training.trainer import Trainer, resume_fingerprint, training_device
 from segflow.training.usage import Stopwatch
@@ -106,10 +115,14 @@ def test_trainer_pins_loader_memory_only_for_a_gpu(fold_project):
     assert trainer.device.type == "cpu" and trainer.loader.pin_memory is False
 
 
-def test_a_fitted_fold_writes_history_model_file_and_a_summary_that_reads_back(fold_project):
+def test_a_fitted_fold_writes_history_model_file_and_a_summary_that_reads_back(fold_project, capsys):
     paths = Paths(fold_project)
     trainer = Trainer(tiny_params(epochs=2, val_every=2), paths)
     trainer.fit()
+    console = capsys.readouterr().out
+    assert "train: epoch 1/2 (50%, ETA " in console and "train: epoch 2/2 (100%, ETA 0s)" in console
+    progress = TrainProgress.read(paths.train_progress_for(0))  # what the Prefect flow relays
+    assert (progress.fold, progress.epoch, progress.epochs, progress.eta_seconds) == (0, 2, 2, 0.0)
     summary = trainer.write_outputs(preprocessing=None, clock=Stopwatch())
 
     assert TrainSummary.load(paths.train_summary_for(0)) == summary
@@ -122,3 +135,37 @@ def test_a_fitted_fold_writes_history_model_file_and_a_summary_that_reads_back(f
     assert paths.history_for(0).read_text().count("\n") == 3  # header + 2 epochs
     assert paths.val_history_for(0).read_text().count("\n") == 2  # header + epoch 2 (val_every 2)
     assert load_model_file(paths.model_for(0)).info["epochs"] == 2
+
+
+def stop_after_next_epoch(trainer: Trainer) -> None:
+    """Make `trainer` stop like a Ctrl-C right after its next epoch is checkpointed and logged."""
+    save_epoch = trainer.save_epoch
+
+    def save_then_stop(record: dict) -> None:
+        save_epoch(record)
+        raise KeyboardInterrupt
+
+    trainer.save_epoch = save_then_stop
+
+
+def test_an_interrupted_fold_resumes_in_its_own_wandb_run(fold_project, wandb_dir, monkeypatch):
+    """One W&B run per fold however often it is resumed: same id, same group, epochs in order."""
+    params, paths = tiny_params(epochs=3, val_every=3), Paths(fold_project)
+    with pytest.raises(KeyboardInterrupt), stage_run("train", {}, fold=0) as tracker:
+        trainer = Trainer(params, paths, tracker)
+        stop_after_next_epoch(trainer)
+        trainer.fit()
+    monkeypatch.setenv("SEGFLOW_RUN_GROUP", "a-later-pipeline-run")  # e.g. the next `dvc repro`
+    with stage_run("train", {}, fold=0) as tracker:
+        resumed = Trainer(params, paths, tracker)
+        resumed.fit()
+
+    assert resumed.state.epoch == 3 and len(resumed.state.history) == 3
+    first, second = offline_runs(wandb_dir)  # offline, a continued run is a second folder of it
+    headers = [offline_run_header(first), offline_run_header(second)]
+    assert {(h["run_id"], h["run_group"], h["display_name"]) for h in headers} \
+        == {(headers[0]["run_id"], WANDB_TEST_GROUP, "train-fold0")}
+    assert resumed.state.tracked_run.run_id == headers[0]["run_id"]
+    steps = [[r["history"]["step"]["num"] for r in offline_run_records(d) if r["type"] == "history"]
+             for d in (first, second)]
+    assert steps == [[1], [2, 3]]

@@ -77,7 +77,7 @@ def run_stage(name: str, root: Path, fold: int | None = None) -> dict:
     params = stage_params(name, root, fold)
     module = importlib.import_module(f"segflow.stages.{name}")
     if _tracks(name, params):
-        run = stage_run(name, tracking_config(name, params, root))
+        run = stage_run(name, tracking_config(name, params, root), fold=params.split.folds[0] if name in PER_FOLD else None)
     else:
         run = nullcontext(StageRun(name, {}, group="off"))
     with run as tracker:

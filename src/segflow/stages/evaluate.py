@@ -84,13 +84,24 @@ def predict_case(nets, bundle: ModelFile, item: dict, cfg, regions: Regions | No
                           regions=regions)
 
 
+def case_progress(cases, total: int, what: str):
+    """`cases` behind a bar on stderr with tqdm's rate and ETA (`12/40 [00:30<01:10]`)."""
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(cases, total=total, desc=what, unit="case", file=sys.stderr, mininterval=5)
+
+
 def evaluate_fold(params: Params, paths: Paths, fold: int, spacing: dict) -> list[dict]:
     """Score rows for the fold's validation cases (predictions are not kept: memory holds one case)."""
     bundle = load_model_file(paths.model_for(fold))
     nets, names, cfg = bundle.build(pick_device()), class_names_of(bundle), params.evaluate
     rows, ignore_label = [], Splits.load(paths.splits).ignore_label
     regions = Regions.of(bundle.info.get("regions"))
-    for item in PreprocessedCache(paths.preprocessed).iter_cases(validation_cases(paths, fold)):
+    case_ids = validation_cases(paths, fold)
+    cases = PreprocessedCache(paths.preprocessed).iter_cases(case_ids)
+    for item in case_progress(cases, len(case_ids), f"evaluate fold {fold}"):
         prediction = predict_case(nets, bundle, item, cfg, regions)
         case_spacing = spacing[item["case_id"]]["spacing"]
         rows.append({"case_id": item["case_id"], "fold": fold,

@@ -50,13 +50,14 @@ def train_fold(params: Params, paths: Paths, tracker=None) -> dict:
     from segflow.planning.plan import Plan
 
     clock = Stopwatch()
+    # First the trainer: a resumed fold points the tracker at its earlier W&B run before anything is logged.
+    trainer = Trainer(params, paths, tracker, code_digest=code_digest())
     if tracker:  # lineage: this model was trained on ingest's dataset artifact
         from segflow.data.splits import Splits
         from segflow.tracking.runs import dataset_artifact
 
         dataset = dataset_artifact(Splits.load(paths.splits).dataset)
         tracker.use_artifact_files([paths.manifest, paths.splits], name=dataset, type="dataset")
-    trainer = Trainer(params, paths, tracker, code_digest=code_digest())
     trainer.fit()
     if not D.is_main_process():
         return {}

@@ -1,11 +1,15 @@
 """W&B tracking for pipeline stages that can never fail the pipeline.
 
-Every stage logs into one W&B run, grouped by pipeline run (`pipeline_group`) and typed by
-stage (`job_type`). Metrics are files first; W&B only mirrors them, so any W&B problem (missing
-package, bad settings, a failing log call) turns the run into a no-op with one warning, and the
-stage goes on. `wandb` is imported lazily: importing this module costs nothing.
+Every stage logs into one W&B run, named `<stage>` or `<stage>-fold<k>` (`run_name`), grouped
+by pipeline run (`pipeline_group`) and typed by stage (`job_type`). The run opens at the stage's
+first W&B call, so a resumed training can first say which run it continues (`continue_run`): its
+epochs land in the run (same id, same group) that logged the epochs before the interruption.
 
-    with stage_run("train", config) as run:
+Metrics are files first; W&B only mirrors them, so any W&B problem (missing package, bad
+settings, a failing log call) turns the run into a no-op with one warning, and the stage goes on.
+`wandb` is imported lazily: importing this module costs nothing.
+
+    with stage_run("train", config, fold=0) as run:
         run.log({"loss": 0.3}, step=1)
         run.use_artifact_files([manifest], name="hippocampus-manifest", type="dataset")
         run.log_artifact(Path("models/unet.pt"), name="unet", type="model")
@@ -65,6 +69,29 @@ def fold_model_artifact(fold: int) -> str:
 
 MODEL_ARTIFACT = "model"  # the registered fold ensemble
 EVALUATION_ARTIFACT = "evaluation"  # per-case scores and metrics
+
+
+def run_name(stage: str, fold: int | None = None) -> str:
+    """W&B display name of a stage's run: `train-fold0`, `evaluate` (the group says which pipeline run)."""
+    return stage if fold is None else f"{stage}-fold{fold}"
+
+
+@dataclass(frozen=True)
+class RunIdentity:
+    """Which W&B run a stage logged into: what a resumed stage needs to continue it."""
+
+    run_id: str
+    group: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"run_id": self.run_id, "group": self.group}
+
+    @classmethod
+    def from_dict(cls, value: object) -> RunIdentity | None:
+        """The identity stored by `to_dict`, or None for anything else (an older file, no run)."""
+        if isinstance(value, Mapping) and all(isinstance(value.get(k), str) and value[k] for k in ("run_id", "group")):
+            return cls(run_id=value["run_id"], group=value["group"])
+        return None
 
 
 def tracking_enabled() -> bool:
@@ -192,31 +219,62 @@ def runs_of_group(group: str) -> list[RunLink]:
 class StageRun:
     """One stage's W&B run; every method degrades to a no-op once W&B fails.
 
+    `start` only arms the run; W&B opens it at the first call that needs it (or at `finish`, so a
+    stage that logged nothing still leaves its run, failed or not). Until then `continue_run` may
+    point it at an earlier run. A StageRun never started stays a no-op (a DDP rank that does not track).
+
     Attributes:
         stage: the stage name, used as the W&B `job_type`.
-        group: the W&B group (one per pipeline run).
-        run: the live `wandb.Run`, or None when tracking is off or failed.
+        name: the W&B display name, `<stage>` or `<stage>-fold<k>`.
+        group: the W&B group (one per pipeline run; a continued run keeps its own).
+        run: the live `wandb.Run`, or None before it opens, when tracking is off or failed.
         error: why tracking is disabled (None while it works or when it was turned off).
     """
 
-    def __init__(self, stage: str, config: Mapping[str, Any], group: str | None = None):
+    def __init__(self, stage: str, config: Mapping[str, Any], group: str | None = None, fold: int | None = None):
         self.stage = stage
+        self.name = run_name(stage, fold)
         self.config = scrub_secrets(dict(config))
         self.group = group or pipeline_group()
         self.run: Any = None
         self.error: str | None = None
         self._wandb: Any = None
+        self._armed = False
+        self._continues: RunIdentity | None = None
 
     @property
     def active(self) -> bool:
         """True while calls are forwarded to a live W&B run."""
         return self.run is not None and self.error is None
 
+    def _ready(self) -> bool:
+        """Whether a call can go to a live run; opens the armed run at its first use."""
+        if self._armed and self.run is None and self.error is None:
+            self._open()
+        return self.active
+
+    @property
+    def identity(self) -> RunIdentity | None:
+        """The live run's id and group (what a checkpoint keeps to continue it); None without one."""
+        return RunIdentity(run_id=self.run.id, group=self.group) if self._ready() else None
+
     def start(self) -> StageRun:
-        """Open the W&B run (or stay a no-op when tracking is off or W&B fails)."""
+        """Arm the W&B run; it opens at first use (or stays a no-op when tracking is off)."""
         if not tracking_enabled():
             log.info("W&B tracking off for stage %s (%s)", self.stage, TRACKING_ENV)
             return self
+        self._armed = True
+        return self
+
+    def continue_run(self, earlier: RunIdentity) -> None:
+        """Log into the `earlier` run (same id, same group) instead of a new one: a resumed training
+        goes on in the run of its first epochs. Only before the run opened (else it warns)."""
+        if self.run is not None:
+            log.warning("W&B run of stage %s is already open; it cannot continue run %s", self.stage, earlier.run_id)
+            return
+        self._continues, self.group = earlier, earlier.group
+
+    def _open(self) -> None:
         try:
             import wandb
 
@@ -227,7 +285,6 @@ class StageRun:
         if self.active:
             with self._guard("recording the run's link"):
                 record_run(self._link())
-        return self
 
     def _link(self) -> RunLink:
         """Where this run can be looked at: its local folder and, online, its page."""
@@ -243,11 +300,17 @@ class StageRun:
         kwargs: dict[str, Any] = {
             "project": os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT,
             "group": self.group,
+            "name": self.name,
             "job_type": self.stage,
             "config": self.config,
             # A new run even if another is open; this run never touches the global wandb.run.
             "reinit": "create_new",
         }
+        if self._continues is not None:
+            # "allow", not "must": a run first logged offline and never synced is new to a server.
+            # Offline, wandb 0.31 writes a second offline-run folder with the same id, and
+            # `wandb sync` uploads both folders into the one run, in order.
+            kwargs.update(id=self._continues.run_id, resume="allow")
         if os.environ.get("WANDB_DIR"):
             kwargs["dir"] = os.environ["WANDB_DIR"]
         if os.environ.get("WANDB_MODE"):
@@ -258,6 +321,8 @@ class StageRun:
 
     def finish(self, exit_code: int = 0) -> None:
         """Close the W&B run with `exit_code` (non-zero marks it failed); never raises."""
+        self._ready()  # opens a run the stage never logged to, so its outcome is recorded too
+        self._armed = False
         run, self.run = self.run, None
         if run is None:
             return
@@ -294,13 +359,13 @@ class StageRun:
 
     def log(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         """Log a row of metrics (to history and, as latest value, to the summary)."""
-        if self.active:
+        if self._ready():
             with self._guard("log"):
                 self.run.log(dict(metrics), step=step)
 
     def summary(self, metrics: Mapping[str, Any]) -> None:
         """Set final values in the run summary (e.g. the test Dice)."""
-        if self.active:
+        if self._ready():
             with self._guard("summary"):
                 self.run.summary.update(dict(metrics))
 
@@ -310,7 +375,7 @@ class StageRun:
         """Log image files (e.g. prediction overlays) under `key`."""
         if captions is not None and len(captions) != len(paths):
             raise ValueError(f"{len(captions)} captions for {len(paths)} images in {key!r}")
-        if self.active:
+        if self._ready():
             with self._guard("log_images"):
                 names = captions if captions is not None else [None] * len(paths)
                 images = [self._wandb.Image(str(p), caption=c) for p, c in zip(paths, names)]
@@ -318,7 +383,7 @@ class StageRun:
 
     def log_table(self, key: str, dataframe: Any) -> None:
         """Log a pandas DataFrame (e.g. per-case metrics) as a W&B table."""
-        if self.active:
+        if self._ready():
             with self._guard("log_table"):
                 self.run.log({key: self._wandb.Table(dataframe=dataframe)})
 
@@ -342,7 +407,7 @@ class StageRun:
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
         """Log files or folders as a new version of artifact `name`, output of this run."""
-        if self.active:
+        if self._ready():
             with self._guard("log_artifact"):
                 self.run.log_artifact(self._artifact(path, name, type, metadata), aliases=aliases)
 
@@ -361,7 +426,7 @@ class StageRun:
         records drafts online (`_log_artifact(..., use_after_commit=True)`), and `wandb sync`
         replays it as a use.
         """
-        if not self.active:
+        if not self._ready():
             return
         with self._guard("use_artifact"):
             artifact = self._artifact(path, name, type, metadata)
@@ -371,9 +436,10 @@ class StageRun:
                 self.run.use_artifact(artifact)
 
 
-def stage_run(stage: str, config: Mapping[str, Any], group: str | None = None) -> StageRun:
-    """Context manager for a stage's W&B run: `with stage_run("train", cfg) as run: ...`.
+def stage_run(stage: str, config: Mapping[str, Any], group: str | None = None,
+              fold: int | None = None) -> StageRun:
+    """Context manager for a stage's W&B run: `with stage_run("train", cfg, fold=0) as run: ...`.
 
     The body always runs; its exceptions propagate and mark the W&B run failed.
     """
-    return StageRun(stage, config, group)
+    return StageRun(stage, config, group, fold)

@@ -1,6 +1,7 @@
 """The training checkpoint (artifacts/checkpoints/fold_K/last.pt): written every epoch, resumed
 only by a run with the same fingerprint (params, code, data), so an interrupted fold continues
-where it stopped and never from another configuration's weights."""
+where it stopped and never from another configuration's weights. It also keeps which W&B run
+logged those epochs, so the resumed fold continues that run rather than starting a second one."""
 
 from __future__ import annotations
 
@@ -14,12 +15,14 @@ import torch
 from segflow.errors import StageFailed
 from segflow.files import atomic_path
 from segflow.models.torch_files import load_torch_file
+from segflow.tracking.runs import RunIdentity
 
 
 @dataclass
 class TrainState:
     epoch: int = 0  # epochs completed
     history: list[dict] = field(default_factory=list)
+    tracked_run: RunIdentity | None = None  # the W&B run the epochs so far were logged to
 
 
 def config_fingerprint(*sections: dict) -> str:
@@ -30,6 +33,7 @@ def config_fingerprint(*sections: dict) -> str:
 
 def save_checkpoint(path: Path, fingerprint: str, state: TrainState, net, optimizer, scaler) -> None:
     payload = {"fingerprint": fingerprint, "epoch": state.epoch, "history": state.history,
+               "tracked_run": state.tracked_run.to_dict() if state.tracked_run else None,
                "model": net.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict()}
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
@@ -50,4 +54,5 @@ def resume_checkpoint(path: Path, fingerprint: str, net, optimizer, scaler) -> T
     net.load_state_dict(payload["model"])
     optimizer.load_state_dict(payload["optimizer"])
     scaler.load_state_dict(payload["scaler"])
-    return TrainState(epoch=int(payload["epoch"]), history=list(payload["history"]))
+    return TrainState(epoch=int(payload["epoch"]), history=list(payload["history"]),
+                      tracked_run=RunIdentity.from_dict(payload.get("tracked_run")))

@@ -25,6 +25,7 @@ from segflow.training import distributed as D
 from segflow.training import loader, loop
 from segflow.training.checkpoint import TrainState, config_fingerprint, resume_checkpoint, save_checkpoint
 from segflow.training.history import epoch_record, write_history
+from segflow.training.progress import TrainProgress, fold_progress
 from segflow.training.summary import TrainSummary
 from segflow.training.usage import Stopwatch, peak_rss_mb
 
@@ -132,6 +133,8 @@ class Trainer:
         # Every rank resumes from the same checkpoint, so all start from the same weights and optimiser.
         self.state = (resume_checkpoint(self.checkpoint, self.fingerprint, self.net, self.optimizer, self.scaler)
                       or TrainState())
+        if tracker is not None and self.state.tracked_run is not None:
+            tracker.continue_run(self.state.tracked_run)  # the resumed epochs go on in the same W&B run
         self.model = self.training_model()
 
     def build_loader(self, train_ids: list[str]):
@@ -189,8 +192,10 @@ class Trainer:
 
     def fit(self) -> TrainState:
         total = self.params.train.epochs
-        if self.state.epoch and D.is_main_process():
-            print(f"train: resuming after epoch {self.state.epoch}/{total} from {self.checkpoint}")
+        if D.is_main_process():
+            if self.state.epoch:
+                print(f"train: resuming after epoch {self.state.epoch}/{total} from {self.checkpoint}")
+            self.report_progress()  # a watcher sees the fold start (or resume) before its first epoch ends
         for epoch in range(self.state.epoch, total):
             with self.progress_bar(epoch) as progress:
                 record = self.run_epoch(epoch, progress)
@@ -209,11 +214,21 @@ class Trainer:
 
     def save_epoch(self, record: dict) -> None:
         """Rank 0's end of an epoch: checkpoint, history files, console line, W&B row."""
+        if self.tracker:
+            self.state.tracked_run = self.tracker.identity or self.state.tracked_run
         save_checkpoint(self.checkpoint, self.fingerprint, self.state, self.net, self.optimizer, self.scaler)
         write_history(self.paths, self.fold, self.state.history)
-        print("train: " + "  ".join(f"{k}={v}" for k, v in record.items()), flush=True)
+        progress = self.report_progress()
+        print(f"train: {progress.line()}  " + "  ".join(f"{k}={v}" for k, v in record.items() if k != "epoch"),
+              flush=True)
         if self.tracker:
             self.tracker.log({f"train/{k}": v for k, v in record.items() if k != "epoch"}, step=record["epoch"])
+
+    def report_progress(self) -> TrainProgress:
+        """Write the fold's progress file (epochs done, ETA from the measured epochs); returns it."""
+        progress = fold_progress(self.fold, self.params.train.epochs, self.state.history)
+        progress.save(self.paths.train_progress_for(self.fold))
+        return progress
 
     def model_file(self, preprocessing: dict | None) -> ModelFile:
         """The trained network as a model file: weights of the plain `net`, how to build it, and
