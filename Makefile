@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(CURDIR)/$(VENV)/bin
 STAMP  := $(VENV)/.installed
-# The venv's tools first on PATH, so dvc.yaml's `segflow stage ...` commands find them.
+# The venv's tools first on PATH (dvc.yaml's `bin/segflow stage ...` finds the venv without it).
 export PATH := $(BIN):$(PATH)
 # Everything else segflow sets (analytics off, PREFECT_HOME and WANDB_* dirs inside the project,
 # W&B offline unless configured) lives in src/segflow/env.py; `make env` prints it.

@@ -28,7 +28,9 @@ from prefect.deployments import run_deployment
 from prefect.runtime import flow_run
 
 from segflow.config import load_params
+from segflow.env import PREFECT_STARTUP_TIMEOUT_SETTING
 from segflow.orchestration import handoff
+from segflow.orchestration.api_server import ephemeral_server_failure
 from segflow.orchestration.limits import STAGE_TIMEOUT_S, TRAIN_TIMEOUT_S, network_retries
 from segflow.orchestration.progress import POLL_S as PROGRESS_POLL_S
 from segflow.orchestration.progress import TrainProgressRelay, polling, prefect_reporter
@@ -211,8 +213,15 @@ def main() -> int:
     parser.add_argument("-S", "--set-param", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--rev", default=None)
     args = parser.parse_args()
-    state = segflow_pipeline(project_dir=args.project_dir, dispatch=args.dispatch, overrides=args.overrides,
-                             rev=args.rev, return_state=True)
+    try:
+        state = segflow_pipeline(project_dir=args.project_dir, dispatch=args.dispatch, overrides=args.overrides,
+                                 rev=args.rev, return_state=True)
+    except RuntimeError as exc:  # Prefect's temporary API server did not come up: say what to do
+        message = ephemeral_server_failure(exc, os.environ.get(PREFECT_STARTUP_TIMEOUT_SETTING))
+        if message is None:
+            raise
+        print(f"segflow-pipeline did not start: {message}", file=sys.stderr)
+        return 1
     print(f"segflow-pipeline finished in state {state.name}")
     if not state.is_completed():
         print(f"segflow-pipeline failed: {state.message}", file=sys.stderr)

@@ -27,7 +27,7 @@ TINY_CASES = ["hippocampus_004", "hippocampus_006", "hippocampus_007", "hippocam
               "hippocampus_011", "hippocampus_014", "hippocampus_015", "hippocampus_017",
               "hippocampus_019", "hippocampus_020", "hippocampus_010", "hippocampus_118",
               "hippocampus_243"]
-PIPELINE_FILES = ["dvc.yaml", "params.yaml", ".dvcignore", "src", "flows", "prefect.yaml"]
+PIPELINE_FILES = ["dvc.yaml", "params.yaml", ".dvcignore", "bin", "src", "flows", "prefect.yaml"]
 
 TINY_PARAMS = {
     "split": {"n_folds": 4},

@@ -11,6 +11,13 @@ import os
 from pathlib import Path
 
 PROJECT_MARKERS = ("dvc.yaml", "params.yaml")
+# How long Prefect's temporary API server (a flow run with no PREFECT_API_URL) may take to start.
+# Measured on a 2-core machine, fresh PREFECT_HOME: healthy after 10 s when quiet, 23 s with both
+# cores busy, 15 s (after 9 s of imports) with no bytecode compiled yet. Prefect's default, 20 s
+# (counted in its 0.1 s polling sleeps: about 30 s of wall time), failed a first run on a cold
+# machine; 120 s covers a loaded one and still ends a server that will never answer.
+PREFECT_STARTUP_TIMEOUT_SETTING = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+PREFECT_STARTUP_TIMEOUT_S = 120
 
 
 def find_project_root(start: Path | None = None) -> Path:
@@ -30,6 +37,7 @@ def project_env(root: Path) -> dict[str, str]:
         "DVC_NO_ANALYTICS": "1",
         "PREFECT_HOME": str(state / "prefect"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        PREFECT_STARTUP_TIMEOUT_SETTING: str(PREFECT_STARTUP_TIMEOUT_S),
         # W&B: offline unless the user configures it; every W&B folder inside the project.
         "WANDB_MODE": "offline",
         "WANDB_PROJECT": "segflow",

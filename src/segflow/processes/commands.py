@@ -18,7 +18,8 @@ class CommandFailed(SegflowError):
 
 
 def venv_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """os.environ with this interpreter's bin first, so dvc.yaml's `segflow stage ...` resolves."""
+    """os.environ with this interpreter's bin first: dvc, git hooks and, in a clone without .venv,
+    bin/segflow's `python3` are this environment's."""
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     return {**os.environ, "PATH": path, **(extra or {})}
 

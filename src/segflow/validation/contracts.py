@@ -476,13 +476,26 @@ def gx_context(project_root=None):
     return context
 
 
+def suite_notes(rules: list[Rule]) -> str:
+    """What a failed expectation of these rules (one severity) does to the delivery, for GX's pages."""
+    if all(rule.severity == "warning" for rule in rules):
+        return "Warnings: a failed expectation here is reported; every case is kept."
+    effects = []
+    if any(rule.scope == "case" for rule in rules):
+        effects.append("a failed expectation quarantines the cases it names and the rest are kept")
+    stops = [rule.name for rule in rules if rule.scope == "dataset"]
+    if stops:
+        effects.append(f"a failed {', '.join(dict.fromkeys(stops))} stops the pipeline")
+    return f"Errors: {'; '.join(effects)}."
+
+
 def evaluate(context, frame: pd.DataFrame, rules: list[Rule], suite_name: str) -> tuple[list[list], object]:
     """Validate `frame` with one GX suite in `context`; per rule (in order) the failing case ids,
     or one (DELIVERY, observed value) pair for a failing table-level expectation."""
     gx = _gx()
     source = context.data_sources.add_or_update_pandas(f"segflow_{suite_name}")
     batch = source.add_dataframe_asset(suite_name).add_batch_definition_whole_dataframe("all")
-    suite = gx.ExpectationSuite(name=f"segflow_{suite_name}")
+    suite = gx.ExpectationSuite(name=f"segflow_{suite_name}", notes=suite_notes(rules))
     for index, rule in enumerate(rules):
         expectation = rule.expectation()
         expectation.meta = {"rule": rule.name, "severity": rule.severity, "scope": rule.scope, "rule_index": index}
@@ -562,8 +575,18 @@ class _Judge:
     results: list = field(default_factory=list)
 
     def __call__(self, frame: pd.DataFrame, rules: list[Rule], name: str) -> list[Finding]:
-        failing, result = evaluate(self.context, frame, rules, name)
-        self.results.append(result)
+        """The rules' findings, in rule order. Errors and warnings validate as two suites
+        (`<name>_errors`, `<name>_warnings`), so GX marks a suite failed only for what its
+        severity means: a delivery with warnings alone shows every errors suite passed."""
+        failing: list[list] = [[] for _ in rules]
+        for severity in ("error", "warning"):
+            picked = [i for i, rule in enumerate(rules) if rule.severity == severity]
+            if not picked:
+                continue
+            found, result = evaluate(self.context, frame, [rules[i] for i in picked], f"{name}_{severity}s")
+            self.results.append(result)
+            for i, ids in zip(picked, found, strict=True):
+                failing[i] = ids
         return findings_of(frame, rules, failing, self.descriptor)
 
 
@@ -578,7 +601,7 @@ def quarantine(findings: list[Finding]) -> dict[str, list[str]]:
 
 def _judge_listed(judge: _Judge, listed: pd.DataFrame, rules: list[Rule]) -> tuple[list[Finding], list[Finding]]:
     """(case-scope findings in case order, dataset-scope findings) of the rules over listed cases."""
-    found = judge(listed, rules, "case_rules")
+    found = judge(listed, rules, "case")
     case_scope = {r.name for r in rules if r.scope == "case"}
     return (_by_case_order([f for f in found if f.rule in case_scope], listed),
             [f for f in found if f.rule not in case_scope])
@@ -620,10 +643,10 @@ def check_manifest(manifest: pd.DataFrame, declared_labels: list[int], rules: Va
     usable = _usable(listed, kept)
     population = with_population_features(usable, declared_labels, folds)
     descriptor = descriptor_row(frame)
-    delivery = (listing + (judge(descriptor, descriptor_rules(), "descriptor_rules") if len(descriptor) else [])
-                + judge(orphan_rows(frame), orphan_rules(), "orphan_rules")
-                + _by_case_order(judge(population, population_rules(rules.outlier_z), "population_rules"), usable)
+    delivery = (listing + (judge(descriptor, descriptor_rules(), "descriptor") if len(descriptor) else [])
+                + judge(orphan_rows(frame), orphan_rules(), "orphan")
+                + _by_case_order(judge(population, population_rules(rules.outlier_z), "population"), usable)
                 + judge(population, dataset_rules(rules.min_cases, declared_labels, rules.foreground_labels),
-                        "dataset_rules"))
+                        "dataset"))
     dataset_errors = [f for f in delivery if f.severity == "error"]
     return ContractResult(per_case + delivery, kept, quarantined, dataset_errors, judge.results)

@@ -7,9 +7,11 @@ Font Awesome from CDNs, and its index fills its table with JavaScript, so offlin
 1. has GX build its site (a page per validation result and per suite, an index) into `gx/`;
 2. copies the vendored assets (`static/data_docs`, unmodified npm files) into the site and points
    every page at them, dropping the SRI/crossorigin attributes a file:// page cannot satisfy;
-3. writes segflow's `index.html` above it: the verdict, one row per rule (its expectation,
-   severity, outcome, failing cases, a link to GX's page) and every finding;
-4. builds all of this in a hidden sibling folder and renames it into place.
+3. heads each GX page with what a failed suite means here (GX has one meaning: "failed"; in
+   segflow a failed errors suite quarantines cases, a failed warnings suite only reports);
+4. writes segflow's `index.html` above it: the verdict, what a failed rule means, one row per
+   rule (its expectation, severity, outcome, failing cases, a link to GX's page) and every finding;
+5. builds all of this in a hidden sibling folder and renames it into place.
 """
 
 from __future__ import annotations
@@ -114,6 +116,7 @@ def write_data_docs(context: Any, results: list[Any], findings: list[dict], dest
     try:
         build_gx_site(context, staging / GX_SITE)
         localize_site(staging / GX_SITE)
+        add_reading_note(staging / GX_SITE)
         page = render_index(rule_rows(results), findings, headline, staging / GX_SITE)
         (staging / "index.html").write_text(page, encoding="utf-8")
         replace_dir(staging, dest)
@@ -145,6 +148,16 @@ def localize_site(site: Path) -> None:
         page.write_text(text, encoding="utf-8")
         for url in external_resources(text):
             log.warning("Data Docs page %s still loads %s from the network", page, url)
+
+
+def add_reading_note(site: Path) -> None:
+    """Head each of GX's pages with what a failed (red) suite means here and a link back to
+    segflow's page: GX marks a suite failed for any failed expectation, warnings included."""
+    for page in site.rglob("*.html"):
+        back = Path(os.path.relpath(site.parent / "index.html", page.parent)).as_posix()
+        text = page.read_text(encoding="utf-8")
+        note = GX_NOTE_HTML.format(note=html.escape(GX_NOTE), back=back)
+        page.write_text(BODY_TAG.sub(lambda tag: tag.group(0) + note, text, count=1), encoding="utf-8")
 
 
 def localize(text: str, static: str) -> str:
@@ -179,7 +192,7 @@ def render_index(rows: list[RuleRow], findings: list[dict], headline: str, site:
     omitted = len(findings) - len(shown)
     return INDEX_HTML.format(
         css=f"{GX_SITE}/static/vendor/bootstrap.min.css", headline=html.escape(headline),
-        gx_index=f"{GX_SITE}/index.html", n_findings=len(findings),
+        gx_index=f"{GX_SITE}/index.html", n_findings=len(findings), note=html.escape(READING_NOTE),
         rules="\n".join(_rule_row(row, pages.get(row.suite)) for row in rows),
         findings="\n".join(_finding_row(f) for f in shown),
         omitted=f"<p>{omitted} more findings are in the JSON report.</p>" if omitted > 0 else "",
@@ -208,6 +221,19 @@ def _finding_row(finding: dict) -> str:
 
 
 ROW_STYLE = {"passed": "table-success", "failed": "table-danger", "warned": "table-warning"}
+# What a failed expectation means in segflow (GX itself has one meaning: "the delivery failed").
+READING_NOTE = ("A failed rule does not reject the delivery. A failed error rule quarantines the cases it names "
+                "and keeps the rest; only an error about the delivery as a whole (e.g. too few usable cases, "
+                "the same content in two folds, a repeated case id) stops the pipeline, and the verdict above "
+                "then says so. A warned rule only reports: every case is kept. A delivery without defects shows "
+                "every rule passed.")
+GX_NOTE = ("segflow validates errors and warnings as separate suites (..._errors, ..._warnings). A failed "
+           "errors suite means the cases it names were quarantined and the rest kept (or, for a "
+           "delivery-level rule, that the pipeline stopped); a failed warnings suite only reports, "
+           "every case is kept. A delivery without defects passes every suite.")
+GX_NOTE_HTML = ('\n<div class="alert alert-info m-3" role="note">{note} '
+                '<a href="{back}">segflow\'s summary: verdict, kept and quarantined cases</a>.</div>\n')
+BODY_TAG = re.compile(r"<body\b[^>]*>")
 INDEX_HTML = """<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -219,6 +245,7 @@ INDEX_HTML = """<!DOCTYPE html>
 <h1 class="h3">segflow data validation</h1>
 <pre class="border rounded p-3 bg-light">{headline}</pre>
 <h2 class="h4">Rules</h2>
+<p class="alert alert-info">{note}</p>
 <p>Each rule is one great-expectations expectation. Full results, with every unexpected value:
 <a href="{gx_index}">Great Expectations Data Docs</a>.</p>
 <table class="table table-sm table-bordered">
