@@ -36,7 +36,7 @@ def v2_project(tmp_path_factory):
     assert params["data"]["layout"] == "auto" and params["model"]["in_channels"] == "auto"
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     cases = write_nnunet_v2_dataset(project / V2_PARAMS["data"]["root"])
-    run([str(BIN / "dvc"), "repro"], project)
+    run([str(BIN / "dvc"), "repro", "register"], project)  # the results page is tested on the MSD project
     return project, cases
 
 

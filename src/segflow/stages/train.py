@@ -49,15 +49,15 @@ def train_fold(params: Params, paths: Paths, tracker=None) -> dict:
     """Fit, then (rank 0 only; the others return {}) write the model file and the summary."""
     from segflow.planning.plan import Plan
 
-    clock = Stopwatch()
     # First the trainer: a resumed fold points the tracker at its earlier W&B run before anything is logged.
     trainer = Trainer(params, paths, tracker, code_digest=code_digest())
-    if tracker:  # lineage: this model was trained on ingest's dataset artifact
+    if tracker:  # lineage: this model was trained on ingest's dataset artifact (opens the W&B run)
         from segflow.data.splits import Splits
         from segflow.tracking.runs import dataset_artifact
 
         dataset = dataset_artifact(Splits.load(paths.splits).dataset)
         tracker.use_artifact_files([paths.manifest, paths.splits], name=dataset, type="dataset")
+    clock = Stopwatch()  # seconds_this_run: this process's training, W&B's start-up left out
     trainer.fit()
     if not D.is_main_process():
         return {}
