@@ -15,6 +15,7 @@ from __future__ import annotations
 import gzip
 import os
 import sys
+import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -608,8 +609,19 @@ def predict_files(model: str, source: Path, output: Path, options: PredictOption
     jobs = plan_jobs(source, output, options.overwrite)
     model_file = resolve_model(model, start, options.dataset, input_task(jobs))
     predictor = load_predictor(model_file)
+    started = time.monotonic()
     for index, job in enumerate(jobs, 1):
         yield predict_one(job, predictor, options, log, f"[{index}/{len(jobs)}]")
+        if index < len(jobs):
+            log(eta_line(index, len(jobs), time.monotonic() - started))
+
+
+def eta_line(done: int, total: int, seconds: float) -> str:
+    """`[2/10] done; ETA 1m20s for the 8 left` from the pace so far."""
+    from segflow.training.progress import format_duration
+
+    left = total - done
+    return f"[{done}/{total}] done; ETA {format_duration(seconds / done * left)} for the {left} left"
 
 
 def summary_lines(outcomes: list[Outcome]) -> list[str]:
