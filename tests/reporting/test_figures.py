@@ -50,7 +50,13 @@ def test_a_2d_image_is_shown_as_the_png_is_not_transposed():
     assert [ax.get_title() for ax in fig.axes] == ["ground truth", "prediction"]
 
 
-def test_the_overlay_is_written_as_a_png(tmp_path):
+def test_the_overlay_is_written_as_a_png_of_one_size_for_every_case(tmp_path):
+    """W&B shows a list of images in one panel only when they share a size."""
+    from PIL import Image
+
     image, truth = volume_case()
     plot_prediction("c", image, truth, np.zeros_like(truth), NAMES, [0.0, 0.0], tmp_path / "c.png")
     assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    long_name = "a_much_longer_case_identifier_0123"
+    plot_prediction(long_name, image[:, ::2], truth[:, ::2], truth[:, ::2], NAMES, [1.0, 1.0], tmp_path / "d.png")
+    assert Image.open(tmp_path / "c.png").size == Image.open(tmp_path / "d.png").size

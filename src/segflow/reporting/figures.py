@@ -94,9 +94,11 @@ def _legend(fig, class_names: list[str]) -> None:
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False)
 
 
-def save_figure(fig, dest: Path) -> None:
+def save_figure(fig, dest: Path, tight: bool = True) -> None:
+    """`fig` as a PNG; `tight=False` keeps the figure's own size (overlays: one size for all, as
+    W&B's image panel needs)."""
     with atomic_path(dest) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight" if tight else None)
     pyplot().close(fig)
 
 
@@ -152,4 +154,4 @@ def prediction_figure(case_id: str, image: np.ndarray, truth: np.ndarray, predic
 def plot_prediction(case_id: str, image: np.ndarray, truth: np.ndarray, prediction: np.ndarray,
                     class_names: list[str], dice: list[float], dest: Path) -> None:
     """`prediction_figure` written to `dest` as a PNG."""
-    save_figure(prediction_figure(case_id, image, truth, prediction, class_names, dice), dest)
+    save_figure(prediction_figure(case_id, image, truth, prediction, class_names, dice), dest, tight=False)
