@@ -37,6 +37,7 @@ def test_the_key_is_the_name_and_the_task():
     assert dataset_key("Hippocampus", HIPPOCAMPUS) != dataset_key("Hippocampus", BRATS)
     assert dataset_key("my data/v2", MEMBRANES).startswith("my_data_v2-")
     assert describe_task(BRATS) == "3D, 4 ch (FLAIR, T1w, t1gd, T2w), 2 classes"
+    assert describe_task(MEMBRANES) == "2D, 1 ch, 1 class"
 
 
 def test_a_second_dataset_gets_its_own_champion(catalog):
@@ -51,8 +52,10 @@ def test_a_second_dataset_gets_its_own_champion(catalog):
 def test_champion_asks_for_a_dataset_when_several_fit(catalog, tmp_path):
     catalog, ids = catalog
     register(catalog, "Hippocampus-site2", {**HIPPOCAMPUS, "modality": {"0": "T1"}}, tmp_path)
-    with pytest.raises(RegistryError, match="choose one with --dataset"):
+    with pytest.raises(RegistryError, match="champion that takes this input .*choose one with --dataset"):
         catalog.champion(spatial_dims=3, n_channels=1)
+    with pytest.raises(RegistryError, match=r"several datasets have a champion \(Hippocampus-"):
+        catalog.champion()  # `models show` names no input
     with pytest.raises(RegistryError, match="no dataset's champion takes a 3D input with 4 channel"):
         catalog.champion(spatial_dims=3, n_channels=4)
     with pytest.raises(RegistryError, match="names no dataset"):

@@ -150,7 +150,7 @@ def test_each_dataset_has_its_champion_and_list_shows_dataset_task_and_code(two_
     done = segflow(root, "list")
     assert done.returncode == 0, done.stderr
     lines = {line.split()[1] if line.startswith("*") else line.split()[0]: line for line in done.stdout.splitlines()}
-    for name, task in (("Hippocampus", "3D, 1 ch (MRI), 2 classes"), ("membranes", "2D, 1 ch, 1 classes")):
+    for name, task in (("Hippocampus", "3D, 1 ch (MRI), 2 classes"), ("membranes", "2D, 1 ch, 1 class")):
         first, second = ids[name]
         assert lines[first].startswith("*") and "champion" in lines[first] and f"{name}-" in lines[first]
         assert task in lines[first] and "candidate" in lines[second]

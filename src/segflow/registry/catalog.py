@@ -33,7 +33,7 @@ def describe_task(task: dict | None) -> str:
         return "-"
     modality = ", ".join(str(v) for v in (task.get("modality") or {}).values())
     outputs = len(task.get("labels") or {}) - 1
-    kind = "regions" if task.get("regions") else "classes"
+    kind = ("region" if task.get("regions") else "class") + ("" if outputs == 1 else "s" if task.get("regions") else "es")
     return f"{task['spatial_dims']}D, {task['n_channels']} ch{f' ({modality})' if modality else ''}, {outputs} {kind}"
 
 
@@ -126,8 +126,8 @@ class Catalog:
         if not fitting:
             raise RegistryError(self._no_champion(spatial_dims, n_channels))
         listed = "; ".join(f"{d.key}: {describe_task(d.champion_entry().get('task'))}" for d in fitting)
-        raise RegistryError(f"several datasets have a champion that takes this input ({listed}): choose one with "
-                            f"--dataset")
+        takes = " that takes this input" if spatial_dims or n_channels else ""
+        raise RegistryError(f"several datasets have a champion{takes} ({listed}): choose one with --dataset")
 
     def _no_champion(self, spatial_dims: int | None, n_channels: int | None) -> str:
         known = self.datasets()
