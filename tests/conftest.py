@@ -65,19 +65,10 @@ WANDB_TEST_GROUP = "pipeline-test-42"
 @pytest.fixture
 def wandb_dir(tmp_path, monkeypatch):
     """Offline W&B with every folder under tmp_path; returns WANDB_DIR."""
+    from segflow.env import wandb_env
+
     state = tmp_path / "wandb-state"
-    env = {
-        "WANDB_MODE": "offline",
-        "WANDB_PROJECT": "segflow-test",
-        "WANDB_SILENT": "true",
-        "WANDB_CONSOLE": "off",
-        "WANDB_DIR": str(state),
-        "WANDB_DATA_DIR": str(state / "data"),
-        "WANDB_CACHE_DIR": str(state / "cache"),
-        "WANDB_CONFIG_DIR": str(state / "config"),
-        "WANDB_ARTIFACT_DIR": str(state / "artifacts"),
-        "SEGFLOW_RUN_GROUP": WANDB_TEST_GROUP,
-    }
+    env = {**wandb_env(state, project="segflow-test"), "SEGFLOW_RUN_GROUP": WANDB_TEST_GROUP}
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)

@@ -29,6 +29,21 @@ def find_project_root(start: Path | None = None) -> Path:
     return here
 
 
+def wandb_env(state: Path, project: str = "segflow") -> dict[str, str]:
+    """W&B offline unless the user configures it, quiet, and every W&B folder under `state`."""
+    return {
+        "WANDB_MODE": "offline",
+        "WANDB_PROJECT": project,
+        "WANDB_SILENT": "true",
+        "WANDB_CONSOLE": "off",
+        "WANDB_DIR": str(state),
+        "WANDB_DATA_DIR": str(state / "wandb-data"),
+        "WANDB_CACHE_DIR": str(state / "wandb-cache"),
+        "WANDB_CONFIG_DIR": str(state / "wandb-config"),
+        "WANDB_ARTIFACT_DIR": str(state / "wandb-artifacts"),
+    }
+
+
 def project_env(root: Path) -> dict[str, str]:
     """Default environment for a project rooted at `root`; all state stays inside it."""
     state = root / ".segflow"
@@ -38,16 +53,7 @@ def project_env(root: Path) -> dict[str, str]:
         "PREFECT_HOME": str(state / "prefect"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         PREFECT_STARTUP_TIMEOUT_SETTING: str(PREFECT_STARTUP_TIMEOUT_S),
-        # W&B: offline unless the user configures it; every W&B folder inside the project.
-        "WANDB_MODE": "offline",
-        "WANDB_PROJECT": "segflow",
-        "WANDB_SILENT": "true",
-        "WANDB_CONSOLE": "off",
-        "WANDB_DIR": str(state),
-        "WANDB_DATA_DIR": str(state / "wandb-data"),
-        "WANDB_CACHE_DIR": str(state / "wandb-cache"),
-        "WANDB_CONFIG_DIR": str(state / "wandb-config"),
-        "WANDB_ARTIFACT_DIR": str(state / "wandb-artifacts"),
+        **wandb_env(state),
         # albumentations checks the package registry for updates on import otherwise.
         "NO_ALBUMENTATIONS_UPDATE": "1",
         "PYTHONUNBUFFERED": "1",
