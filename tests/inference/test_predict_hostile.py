@@ -378,5 +378,5 @@ def test_progress_goes_to_stderr_and_stdout_lists_only_label_files(here, monkeyp
     assert result.stdout.split() == [WRITTEN, str(Path("out") / "later.nii.gz")]
     assert "[1/2] in/good.nii.gz: shape 12x10x9, 1 window(s) x 1 pass(es)" in result.stderr
     assert "[2/2] in/later.nii.gz" in result.stderr
-    assert re.search(r"\[1/2\] done; ETA \d+s for the 1 left", result.stderr)  # the pace so far
+    assert re.search(r"\[1/2\] done; ETA \d\d:\d\d for the 1 left", result.stderr)  # the pace so far
     assert "100%" in result.stderr  # MONAI's tqdm bar over the windows

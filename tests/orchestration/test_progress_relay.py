@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from segflow.orchestration.progress import TrainProgressRelay, polling, prefect_reporter
+from segflow.orchestration.progress import TrainProgressRelay, polling
 from segflow.paths import Paths
 from segflow.training.progress import fold_progress
 
@@ -60,31 +60,57 @@ def test_a_failing_poll_never_stops_the_work(caplog):
     assert finished and "prefect api unreachable" in caplog.text
 
 
+FLOW_SCRIPT = """
+import json, sys
+from pathlib import Path
+
+from prefect import flow, task
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterType
+from prefect.testing.utilities import prefect_test_harness
+
+from segflow.orchestration.progress import TrainProgressRelay, polling, prefect_reporter
+from segflow.paths import Paths
+from segflow.training.progress import fold_progress
+
+paths = Paths(Path(sys.argv[1]))
+
+
+@task
+def train_task() -> None:
+    relay = TrainProgressRelay(paths, folds=[0], epochs=4, report=prefect_reporter("train: epochs done"))
+    with polling(relay.poll, interval_s=0.05):
+        path = paths.train_progress_for(0)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fold_progress(0, 4, [{"epoch": i + 1, "seconds": 30.0} for i in range(3)]).save(path)
+    assert relay._last == ((0, 3),)
+
+
+@flow
+def pipeline():
+    train_task()
+
+
+with prefect_test_harness():  # a server of its own, stopped before the process ends
+    state = pipeline(return_state=True)
+    assert state.is_completed(), state.message
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(type=ArtifactFilterType(any_=["progress"])))
+mine = [a for a in artifacts if a.flow_run_id == state.state_details.flow_run_id]
+print(json.dumps([[a.data, a.description] for a in mine]))
+"""
+
+
 @pytest.mark.slow
 def test_a_flow_task_reports_progress_to_its_flow_run(tmp_path):
-    """A real (ephemeral) Prefect run: the relay's reports land in the task run's progress artifact."""
-    from prefect import flow, task
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterType
-    from prefect.testing.utilities import prefect_test_harness
+    """A real (ephemeral) Prefect run: the relay's reports land in the task run's progress artifact.
+    In a process of its own: Prefect's in-process server leaves threads that break forked workers
+    (DataLoader) of later tests in this process."""
+    import json
+    import subprocess
+    import sys
 
-    paths = Paths(tmp_path)
-
-    @task
-    def train_task() -> None:
-        relay = TrainProgressRelay(paths, folds=[0], epochs=4, report=prefect_reporter("train: epochs done"))
-        with polling(relay.poll, interval_s=0.05):
-            write_epochs(paths, fold=0, done=3)
-        assert relay._last == ((0, 3),)
-
-    @flow
-    def pipeline():
-        train_task()
-
-    with prefect_test_harness():  # a server of its own, stopped before the test ends
-        state = pipeline(return_state=True)
-        assert state.is_completed(), state.message
-        with get_client(sync_client=True) as client:
-            artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(type=ArtifactFilterType(any_=["progress"])))
-    mine = [a for a in artifacts if a.flow_run_id == state.state_details.flow_run_id]
-    assert [(a.data, a.description) for a in mine] == [(75.0, "train 75% (fold 0: 3/4), ETA 30s")]
+    done = subprocess.run([sys.executable, "-c", FLOW_SCRIPT, str(tmp_path)], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "PREFECT_LOGGING_LEVEL": "WARNING"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == [[75.0, "train 75% (fold 0: 3/4), ETA 30s"]]

@@ -617,11 +617,11 @@ def predict_files(model: str, source: Path, output: Path, options: PredictOption
 
 
 def eta_line(done: int, total: int, seconds: float) -> str:
-    """`[2/10] done; ETA 1m20s for the 8 left` from the pace so far."""
-    from segflow.training.progress import format_duration
+    """`[2/10] done; ETA 01:20 for the 8 left` from the pace so far (tqdm's time format, as the bars)."""
+    from tqdm import tqdm
 
     left = total - done
-    return f"[{done}/{total}] done; ETA {format_duration(seconds / done * left)} for the {left} left"
+    return f"[{done}/{total}] done; ETA {tqdm.format_interval(seconds / done * left)} for the {left} left"
 
 
 def summary_lines(outcomes: list[Outcome]) -> list[str]:
