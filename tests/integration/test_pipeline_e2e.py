@@ -41,6 +41,7 @@ def reproduced(tiny_project_template, tmp_path_factory):
     project = tmp_path_factory.mktemp("e2e") / "project"
     shutil.copytree(tiny_project_template, project, symlinks=True)
     set_param(project, "split", "folds", [0, 1])
+    set_param(project, "register", "export", ["torchscript", "onnx"])  # off in the other tiny projects
     run(["git", "commit", "-qam", "two folds"], project)  # a pristine checkout: provenance has no -dirty
     env = {**SECRETS, "WANDB_DIR": str(project.parent / "wandb-e2e")}
     done = run([str(BIN / "dvc"), "repro"], project, env={**env, "SEGFLOW_RUN_GROUP": ""})
