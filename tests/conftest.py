@@ -45,12 +45,16 @@ TINY_PARAMS = {
 
 @pytest.fixture(autouse=True, scope="session")
 def project_env(tmp_path_factory):
-    """segflow's environment, with W&B state in a temporary folder (never the repo)."""
+    """segflow's environment, with W&B state in a temporary folder (never the repo). W&B is off
+    (each run's start and finish cost seconds in every stage of every pipeline a test runs): the
+    tests of tracking turn it on (the `wandb_dir` fixture), and so does the end-to-end run, which
+    checks every stage's W&B record."""
     from segflow.env import project_env as defaults
 
     state = tmp_path_factory.mktemp("segflow-state")
     env = defaults(state)
     env["PREFECT_HOME"] = str(state / "prefect")
+    env["SEGFLOW_TRACKING"] = "off"
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     yield env

@@ -43,7 +43,7 @@ def reproduced(tiny_project_template, tmp_path_factory):
     set_param(project, "split", "folds", [0, 1])
     set_param(project, "register", "export", ["torchscript", "onnx"])  # off in the other tiny projects
     run(["git", "commit", "-qam", "two folds"], project)  # a pristine checkout: provenance has no -dirty
-    env = {**SECRETS, "WANDB_DIR": str(project.parent / "wandb-e2e")}
+    env = {**SECRETS, "WANDB_DIR": str(project.parent / "wandb-e2e"), "SEGFLOW_TRACKING": "on"}
     done = run([str(BIN / "dvc"), "repro"], project, env={**env, "SEGFLOW_RUN_GROUP": ""})
     return project, done.stdout + done.stderr
 
