@@ -61,6 +61,7 @@ def test_unknown_stage_lists_the_stages(project):
     assert "Traceback" not in done.stdout + done.stderr
 
 
+@pytest.mark.slow  # real W&B runs or a subprocess: seconds
 def test_predict_without_registry_says_no_champion(project):
     from conftest import save_nifti
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 
+import pytest
 from conftest import BIN, REPO
 
 from segflow.env import PREFECT_STARTUP_TIMEOUT_S, PREFECT_STARTUP_TIMEOUT_SETTING, project_env
@@ -36,6 +37,7 @@ def test_other_errors_are_not_rewritten():
     assert ephemeral_server_failure(ValueError(PREFECT_ERROR), "120") is None
 
 
+@pytest.mark.slow  # real W&B runs or a subprocess: seconds
 def test_the_flow_command_prints_the_line_not_a_traceback(tmp_path):
     """The real flow script with the timeout forced to 0 s: the server cannot answer in time."""
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}

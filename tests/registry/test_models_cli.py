@@ -145,6 +145,7 @@ def two_datasets(tmp_path) -> tuple[Path, dict[str, list[str]]]:
     return tmp_path, ids
 
 
+@pytest.mark.slow  # real W&B runs or a subprocess: seconds
 def test_each_dataset_has_its_champion_and_list_shows_dataset_task_and_code(two_datasets):
     root, ids = two_datasets
     done = segflow(root, "list")
@@ -160,6 +161,7 @@ def test_each_dataset_has_its_champion_and_list_shows_dataset_task_and_code(two_
     assert "code: commit abc1234def5678, modified: src/x.py" in show.stdout
 
 
+@pytest.mark.slow  # real W&B runs or a subprocess: seconds
 def test_champion_and_rollback_ask_for_a_dataset_when_several_have_one(two_datasets):
     root, ids = two_datasets
     show = segflow(root, "show")

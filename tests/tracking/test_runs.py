@@ -36,6 +36,7 @@ def tracking_warnings(caplog) -> list[str]:
     ]
 
 
+@pytest.mark.slow  # real W&B runs or a subprocess: seconds
 def test_stage_run_logs_everything_offline(wandb_dir, tmp_path, caplog):
     from PIL import Image
 
@@ -230,6 +231,7 @@ def silent_server():
     server.close()
 
 
+@pytest.mark.slow  # real W&B runs or a subprocess: seconds
 def test_unreachable_server_is_probed_once_per_run_and_stages_log_offline(wandb_dir, monkeypatch, caplog,
                                                                           silent_server):
     import time
@@ -286,6 +288,7 @@ def history_steps(run_dir: Path) -> list[int]:
     return [h["step"]["num"] for h in records_of(offline_run_records(run_dir), "history")]
 
 
+@pytest.mark.slow  # real W&B runs or a subprocess: seconds
 def test_runs_are_named_by_stage_and_fold_within_the_pipeline_group(wandb_dir):
     with stage_run("train", {}, fold=2) as run:
         run.log({"loss": 1.0})
@@ -297,6 +300,7 @@ def test_runs_are_named_by_stage_and_fold_within_the_pipeline_group(wandb_dir):
         ("evaluate", "evaluate", GROUP), ("train-fold2", "train", GROUP)]
 
 
+@pytest.mark.slow  # real W&B runs or a subprocess: seconds
 def test_a_continued_run_keeps_its_id_and_group_across_pipeline_runs(wandb_dir, monkeypatch):
     with stage_run("train", {}, fold=0) as first:
         first.log({"loss": 0.9}, step=1)
@@ -325,6 +329,7 @@ def test_continue_run_after_the_run_opened_warns_and_keeps_the_open_run(wandb_di
     assert any("cannot continue run elsewhere1" in w for w in tracking_warnings(caplog))
 
 
+@pytest.mark.slow  # real W&B runs or a subprocess: seconds
 def test_a_stage_that_logs_nothing_still_leaves_its_run_and_outcome(wandb_dir):
     with pytest.raises(RuntimeError):
         with stage_run("plan", {}, fold=None):

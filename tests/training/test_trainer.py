@@ -148,6 +148,7 @@ def stop_after_next_epoch(trainer: Trainer) -> None:
     trainer.save_epoch = save_then_stop
 
 
+@pytest.mark.slow  # real W&B runs or a subprocess: seconds
 def test_an_interrupted_fold_resumes_in_its_own_wandb_run(fold_project, wandb_dir, monkeypatch):
     """One W&B run per fold however often it is resumed: same id, same group, epochs in order."""
     params, paths = tiny_params(epochs=3, val_every=3), Paths(fold_project)
