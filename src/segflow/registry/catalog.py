@@ -27,6 +27,15 @@ def dataset_key(name: str, task: dict) -> str:
     return f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name).strip('._') or 'dataset'}-{digest}"
 
 
+def project_dataset(paths) -> tuple[str, dict]:
+    """A project's dataset name (ingest's splits.json) and task (the plan's fingerprint.json)."""
+    from segflow.data.splits import Splits
+    from segflow.files import read_json
+    from segflow.planning.fingerprint import task_from_fingerprint
+
+    return Splits.load(paths.splits).dataset, task_from_fingerprint(read_json(paths.fingerprint))
+
+
 def describe_task(task: dict | None) -> str:
     """'3D, 1 ch (MRI), 2 classes' for tables; '-' when unknown (entries from before tasks were kept)."""
     if not task:

@@ -140,12 +140,13 @@ def champion_id(root: Path) -> str | None:
 def project_registry(root: Path):
     """The dataset registry of the project's last run (its splits and fingerprint), else the only
     dataset registry; None when there is none."""
-    from segflow.registry.catalog import Catalog, dataset_key, only_dataset
+    from segflow.paths import Paths
+    from segflow.registry.catalog import Catalog, dataset_key, only_dataset, project_dataset
     from segflow.registry.store import RegistryError
 
     catalog = Catalog(registry_dir(root))
     try:
-        key = dataset_key(*project_dataset(root))
+        key = dataset_key(*project_dataset(Paths(root)))
     except (OSError, ValueError, KeyError):
         key = None
     chosen = [d for d in catalog.datasets() if d.key == key]
@@ -155,17 +156,6 @@ def project_registry(root: Path):
         return only_dataset(catalog)
     except RegistryError:
         return None
-
-
-def project_dataset(root: Path) -> tuple[str, dict]:
-    """The dataset name and task of the project's last ingest and plan."""
-    from segflow.data.splits import Splits
-    from segflow.files import read_json
-    from segflow.paths import Paths
-    from segflow.planning.fingerprint import task_from_fingerprint
-
-    paths = Paths(root)
-    return Splits.load(paths.splits).dataset, task_from_fingerprint(read_json(paths.fingerprint))
 
 
 def _registry_model(root: Path, reference: str) -> Record | None:

@@ -24,8 +24,8 @@ from segflow.inference.postprocessing import describe_decision
 from segflow.metrics.per_case import read_per_case
 from segflow.models.model_file import ensemble, load_model_file, save_model_file
 from segflow.paths import Paths
-from segflow.planning.fingerprint import task_from_fingerprint, training_ranges_from_fingerprint
-from segflow.registry.catalog import Catalog, dataset_key
+from segflow.planning.fingerprint import training_ranges_from_fingerprint
+from segflow.registry.catalog import Catalog, dataset_key, project_dataset
 from segflow.registry.model_card import model_card
 from segflow.registry.promotion import challenge
 from segflow.registry.store import Registry
@@ -134,11 +134,6 @@ def champion_scores(registry: Registry, champion: dict) -> pd.DataFrame | None:
     """The champion's per-case scores; None for a champion registered before they were kept."""
     per_case = registry.model_dir(champion["id"]) / "per_case.csv"
     return read_per_case(per_case) if per_case.is_file() else None
-
-
-def project_dataset(paths: Paths) -> tuple[str, dict]:
-    """This run's dataset name (ingest) and task (the plan's fingerprint)."""
-    return Splits.load(paths.splits).dataset, task_from_fingerprint(read_json(paths.fingerprint))
 
 
 def registry_of(params: Params, paths: Paths) -> Registry:
