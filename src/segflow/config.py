@@ -168,6 +168,12 @@ class ModelConfig(Section):
 
 class TrainConfig(Section):
     epochs: int = Field(ge=1)
+    # Wall-clock for the whole training of the run (all folds and configurations), e.g. 20m or 8h;
+    # the plan measures the planned network's step time and decides the epochs (and whether the
+    # other configuration joins) from it (segflow.planning.budget). None: `epochs` as given.
+    budget: str | None = None
+    budget_min_epochs: int = Field(20, ge=1)  # a budget that buys fewer is refused
+    budget_converged_epochs: int = Field(100, ge=1)  # other configurations join only at this many
     batch_size: Annotated[int, Field(ge=1)] | Auto = AUTO
     # The plan sizes patch, batch and network for this device under this memory budget.
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when present at plan time
@@ -189,6 +195,16 @@ class TrainConfig(Section):
     # foreground indices the patch sampler keeps); beyond it patches are read from the
     # memory-mapped cache on disk, so memory stays flat however many cases there are.
     cache_ram_gb: float = Field(4.0, ge=0)
+
+
+    @field_validator("budget")
+    @classmethod
+    def _budget_is_duration(cls, value: str | None) -> str | None:
+        from segflow.planning.budget import parse_budget
+
+        if value is not None:
+            parse_budget(value)
+        return value
 
 
 MAX_AUTO_ITERATIONS = 250

@@ -22,6 +22,14 @@ def test_summary_round_trips_and_writes_what_the_train_stage_wrote(tmp_path):
     assert TrainSummary.load(path) == summary
 
 
+def test_a_budgeted_fold_says_its_minutes_beside_the_plans(tmp_path):
+    summary = TrainSummary(**{**WRITTEN, "seconds": 276.0, "predicted_seconds": 240.0})
+    summary.save(tmp_path / "summary.json")
+    assert json.loads((tmp_path / "summary.json").read_text())["predicted_seconds"] == 240.0
+    assert summary.against_prediction() == "4.6 min (the plan predicted 4.0 min, +15%)"
+    assert TrainSummary(**WRITTEN).against_prediction() == "0.1 min"
+
+
 def test_a_fold_that_never_validated_has_no_dice(tmp_path):
     path = tmp_path / "summary.json"
     TrainSummary(**{**WRITTEN, "val_dice_mean": None}).save(path)

@@ -18,6 +18,23 @@ from segflow.files import load_json_model, write_json
 PLAN_FORMAT = "segflow-plan/1"
 
 
+class BudgetPlan(BaseModel):
+    """train.budget's decision (segflow.planning.budget): what training the budget buys, with the
+    costs measured at plan time it was computed from and the minutes it is predicted to take."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    budget: str  # as params.yaml gives it
+    budget_minutes: float
+    epochs: int  # per model (a configuration on a fold)
+    folds: list[int]
+    configurations: list[str]  # the native configuration first
+    costs: dict[str, dict[str, float]]  # per configuration: epoch_s, validation_s
+    predicted_minutes: dict[str, float]  # per configuration, one fold's model
+    predicted_total_minutes: float
+    measured_on: str
+    reasons: dict[str, str]
+
+
 class Plan(BaseModel):
     """The planned settings, each with the reason it was chosen (artifacts/plan/plan.json)."""
 
@@ -35,6 +52,7 @@ class Plan(BaseModel):
     network_args: dict  # complete MONAI constructor arguments
     estimated_memory_gb: float
     reasons: dict[str, str]
+    budget: BudgetPlan | None = None  # None: train.budget is null and train.epochs holds
 
     @property
     def preprocessing(self) -> Preprocessing:
@@ -73,4 +91,6 @@ def resolve_params(params: Params, plan: Plan) -> Params:
                 raise ConfigError(f"{section}.{key} is auto but the plan has no value for it")
             keys[key] = values[section][key]
     raw["model"] = {**plan.network_args, **raw["model"]}
+    if plan.budget is not None:  # the budget decides the epochs (train.epochs is the no-budget value)
+        raw["train"]["epochs"] = plan.budget.epochs
     return parse_params(raw, source="params.yaml with the plan's values")

@@ -12,6 +12,7 @@ from segflow.config import Params
 from segflow.data.splits import Splits
 from segflow.files import write_json
 from segflow.paths import Paths
+from segflow.planning.calibration import describe_budget, with_budget
 from segflow.planning.fingerprint import compute_fingerprint
 from segflow.planning.plan import Plan
 from segflow.planning.planner import make_plan
@@ -20,8 +21,12 @@ from segflow.validation.report import ValidationReport
 
 def plan_summary(plan: Plan) -> dict:
     """The few numbers a person (and the tracker) looks at first."""
-    return {"patch_size": plan.patch_size, "batch_size": plan.batch_size, "device": plan.device,
-            "estimated_memory_gb": plan.estimated_memory_gb, "target_spacing": plan.target_spacing}
+    summary = {"patch_size": plan.patch_size, "batch_size": plan.batch_size, "device": plan.device,
+               "estimated_memory_gb": plan.estimated_memory_gb, "target_spacing": plan.target_spacing}
+    if plan.budget:
+        summary |= {"budget_epochs": plan.budget.epochs, "budget_configurations": plan.budget.configurations,
+                    "budget_predicted_minutes": plan.budget.predicted_total_minutes}
+    return summary
 
 
 def print_choices(plan: Plan) -> None:
@@ -31,15 +36,26 @@ def print_choices(plan: Plan) -> None:
     for key, reason in plan.reasons.items():
         print(f"plan {key} = {values.get(key)}: {reason}")
     print(f"plan estimated_memory_gb = {plan.estimated_memory_gb} (budget {plan.memory_budget_gb:g} GB)")
+    for line in describe_budget(plan.budget) if plan.budget else []:
+        print(f"plan {line}")
+
+
+def budgeted(plan: Plan, params: Params, splits: Splits, kept: list[str]) -> Plan:
+    """The plan with train.budget's decision, costs measured on the first fold's case counts."""
+    from segflow.data.regions import Regions
+
+    train_ids, val_ids = splits.cases_of_fold(params.split.folds[0], [str(k) for k in kept])
+    return with_budget(plan, params, len(train_ids), len(val_ids), len(splits.labels), splits.ignore_label,
+                       Regions.of(splits.regions))
 
 
 def main(params: Params, paths: Paths, tracker=None) -> dict:
-    splits = Splits.load(paths.splits)
+    splits, kept = Splits.load(paths.splits), ValidationReport.load(paths.validation_report).kept
     fingerprint = compute_fingerprint(
-        paths.root / params.data.root, pd.read_csv(paths.manifest), ValidationReport.load(paths.validation_report).kept,
+        paths.root / params.data.root, pd.read_csv(paths.manifest), kept,
         splits.labels, splits.modality, params.data.label_map, params.model.spatial_dims, splits.regions)
     write_json(paths.fingerprint, fingerprint)
-    plan = make_plan(fingerprint, params)
+    plan = budgeted(make_plan(fingerprint, params), params, splits, kept)
     plan.save(paths.plan)
     print_choices(plan)
     summary = plan_summary(plan)

@@ -61,7 +61,11 @@ def train_fold(params: Params, paths: Paths, tracker=None) -> dict:
     trainer.fit()
     if not D.is_main_process():
         return {}
-    summary = trainer.write_outputs(Plan.load(paths.plan).preprocessing.model_dump(), clock).model_dump()
+    plan = Plan.load(paths.plan)
+    predicted = plan.budget.predicted_minutes[plan.budget.configurations[0]] * 60 if plan.budget else None
+    written = trainer.write_outputs(plan.preprocessing.model_dump(), clock, predicted)
+    print(f"train: fold {trainer.fold} trained {written.epochs} epochs in {written.against_prediction()}")
+    summary = written.model_dump()
     if tracker:  # the summary's numbers reach W&B as train/<key> through run_stage
         from segflow.tracking.runs import fold_model_artifact
 

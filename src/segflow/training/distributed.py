@@ -71,6 +71,18 @@ def cpu_threads_per_process() -> int:
     return max(1, (os.cpu_count() or 1) // local_world_size())
 
 
+def training_device(requested: str) -> torch.device:
+    """train.device as asked: `cuda` without a visible GPU is an error (a GPU job on a node whose
+    GPU is missing must fail, not train for days on CPU); `auto` takes a GPU when there is one."""
+    from segflow.errors import StageFailed
+
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise StageFailed("train.device is cuda but no CUDA GPU is visible to this process "
+                          f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); "
+                          "check the node's GPU and driver, or set train.device to auto or cpu")
+    return torch.device("cuda" if requested != "cpu" and torch.cuda.is_available() else "cpu")
+
+
 def process_device(device: torch.device) -> torch.device:
     """The device of this process: cuda:LOCAL_RANK for a CUDA worker, else `device` itself."""
     if device.type != "cuda" or not is_distributed():

@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from segflow.config import AUTO, MAX_AUTO_ITERATIONS
+
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
     """The augmentation seed of dataset item `index` in `epoch` (a hash, so nearby triples differ)."""
@@ -133,6 +135,14 @@ class EpochSampler(torch.utils.data.Sampler):
 def one_pass_iterations(n_items: int, batch_size: int, world: int) -> int:
     """Steps of one pass over `n_items` at this per-rank batch (the last batch may be short)."""
     return -(-n_items // (batch_size * world))
+
+
+def epoch_iterations(requested: int | str, n_cases: int, batch_size: int, world: int) -> int:
+    """train.iterations_per_epoch: as given, or (auto) one pass over the cases capped at
+    MAX_AUTO_ITERATIONS steps."""
+    if requested != AUTO:
+        return int(requested)
+    return min(one_pass_iterations(n_cases, batch_size, world), MAX_AUTO_ITERATIONS)
 
 
 def build_loader(items: list[dict], cached: list, random: list, batch_size: int, seed: int = 0,

@@ -26,6 +26,15 @@ class TrainSummary(BaseModel):
     device: str  # "cpu" or "cuda"
     fold: int
     processes: int  # DDP processes (1 without torchrun)
+    predicted_seconds: float | None = None  # the budget plan's prediction for this model (train.budget)
+
+    def against_prediction(self) -> str:
+        """`4.6 min (the plan predicted 4.4 min, +5%)`: the measured minutes beside the budget's."""
+        measured = f"{self.seconds / 60:.1f} min"
+        if not self.predicted_seconds:
+            return measured
+        error = 100 * (self.seconds - self.predicted_seconds) / self.predicted_seconds
+        return f"{measured} (the plan predicted {self.predicted_seconds / 60:.1f} min, {error:+.0f}%)"
 
     @classmethod
     def load(cls, path: Path | str) -> TrainSummary:
@@ -33,5 +42,6 @@ class TrainSummary(BaseModel):
         return load_json_model(cls, path, "training summary", "run the train stage for this fold (dvc repro train)")
 
     def save(self, path: Path | str) -> None:
-        # Python mode, not "json": a NaN loss stays NaN, as json.dumps writes it.
-        write_json(path, self.model_dump())
+        # Python mode, not "json": a NaN loss stays NaN, as json.dumps writes it. Without a budget
+        # the file is what it always was.
+        write_json(path, self.model_dump(exclude=None if self.predicted_seconds else {"predicted_seconds"}))

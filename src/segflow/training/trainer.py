@@ -6,17 +6,14 @@ run_training.py and its trainer class), so benchmarks and tests build the same T
 
 from __future__ import annotations
 
-import os
-
 import torch
 
-from segflow.config import AUTO, MAX_AUTO_ITERATIONS, Params
+from segflow.config import Params
 from segflow.data.cache import PreprocessedCache
 from segflow.data.regions import Regions
 from segflow.data.splits import Splits
 from segflow.errors import StageFailed
 from segflow.files import file_hash
-from segflow.inference.sliding_window import pick_device
 from segflow.models.factory import build_network
 from segflow.models.losses import build_loss
 from segflow.models.model_file import ModelFile, save_model_file
@@ -24,7 +21,9 @@ from segflow.paths import Paths
 from segflow.training import distributed as D
 from segflow.training import loader, loop
 from segflow.training.checkpoint import TrainState, config_fingerprint, resume_checkpoint, save_checkpoint
+from segflow.training.distributed import training_device
 from segflow.training.history import epoch_record, write_history
+from segflow.training.loader import epoch_iterations
 from segflow.training.progress import TrainProgress, fold_progress
 from segflow.training.summary import TrainSummary
 from segflow.training.usage import Stopwatch, peak_rss_mb
@@ -63,24 +62,6 @@ INDEX_BYTES_PER_VOXEL = 8
 def fits_in_memory(cache: PreprocessedCache, case_ids: list[str], budget_gb: float) -> bool:
     """Whether these cases, held in memory as the CacheDataset holds them, stay within `budget_gb`."""
     return cache.case_bytes(case_ids, INDEX_BYTES_PER_VOXEL) <= budget_gb * 2**30
-
-
-def epoch_iterations(requested: int | str, n_cases: int, batch_size: int, world: int) -> int:
-    """train.iterations_per_epoch: as given, or (auto) one pass over the cases capped at
-    MAX_AUTO_ITERATIONS steps."""
-    if requested != AUTO:
-        return int(requested)
-    return min(loader.one_pass_iterations(n_cases, batch_size, world), MAX_AUTO_ITERATIONS)
-
-
-def training_device(requested: str) -> torch.device:
-    """train.device as asked: `cuda` without a visible GPU is an error (a GPU job on a node whose
-    GPU is missing must fail, not train for days on CPU); `auto` takes a GPU when there is one."""
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise StageFailed("train.device is cuda but no CUDA GPU is visible to this process "
-                          f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}); "
-                          "check the node's GPU and driver, or set train.device to auto or cpu")
-    return pick_device("cpu" if requested == "cpu" else "auto")
 
 
 def resume_fingerprint(params: Params, paths: Paths, train_ids: list[str], code_digest: dict[str, str]) -> str:
@@ -242,7 +223,7 @@ class Trainer:
                                "val_dice_mean": final.get("val_dice_mean"), "fingerprint": self.fingerprint,
                                "regions": self.regions.to_dict() if self.regions else None})
 
-    def summary(self, clock: Stopwatch) -> TrainSummary:
+    def summary(self, clock: Stopwatch, predicted_seconds: float | None = None) -> TrainSummary:
         """The fold's summary; `clock` started with this process's run (`seconds_this_run`)."""
         history = self.state.history
         epoch_seconds = sum(h["seconds"] for h in history)
@@ -251,13 +232,14 @@ class Trainer:
                             seconds_this_run=round(clock.seconds(), 1),
                             seconds_per_epoch=round(epoch_seconds / len(history), 2),
                             peak_rss_mb=round(peak_rss_mb(), 1), device=self.device.type, fold=self.fold,
-                            processes=D.world_size())
+                            processes=D.world_size(), predicted_seconds=predicted_seconds)
 
-    def write_outputs(self, preprocessing: dict, clock: Stopwatch) -> TrainSummary:
+    def write_outputs(self, preprocessing: dict, clock: Stopwatch,
+                      predicted_seconds: float | None = None) -> TrainSummary:
         """Rank 0 after `fit`: the history files (also when resuming a run killed after its last
         epoch), the model file and summary.json of the fold; returns the summary."""
         write_history(self.paths, self.fold, self.state.history)
         save_model_file(self.paths.model_for(self.fold), self.model_file(preprocessing))
-        summary = self.summary(clock)
+        summary = self.summary(clock, predicted_seconds)
         summary.save(self.paths.train_summary_for(self.fold))
         return summary

@@ -1,0 +1,119 @@
+"""What an epoch costs on the planned device, measured at plan time, and the budget plan from it.
+
+A few optimiser steps of the planned network on a synthetic batch of the planned patch and batch
+size, through the trainer's own loop, and one validation pass over a synthetic case of the median
+shape: what `budget.decide` needs. Measured, not modelled, so the plan fits the machine it runs
+on; written into plan.json, so the training that follows is the same for a given plan.
+"""
+
+from __future__ import annotations
+
+import time
+
+from segflow.config import AUTO, Params
+from segflow.planning.budget import ConfigurationCost, decide, describe_minutes, parse_budget
+from segflow.planning.plan import BudgetPlan, Plan
+
+WARMUP_STEPS = 2  # oneDNN picks its kernels on the first steps
+TIMED_STEPS = 5
+# Patch sampling and augmentation in the training process (train.num_workers 0) on top of the
+# network's own step: the measured ratio of a real epoch to the synthetic steps (README, Budget).
+LOADER_OVERHEAD = 1.15
+
+
+def synthetic_batch(params: Params, batch: int, shape: list[int], n_labels: int):
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    channels = params.model.network_args()["in_channels"]
+    return {"image": torch.randn(batch, channels, *shape, generator=generator),
+            "label": torch.randint(0, n_labels, (batch, 1, *shape), generator=generator)}
+
+
+def measure_cost(params: Params, name: str, n_train: int, n_val: int, val_shape: list[int], n_labels: int,
+                 ignore_label: int | None = None, regions=None) -> ConfigurationCost:
+    """One model's cost per epoch for `params` (plan values in), timed on its training device."""
+    import torch
+
+    from segflow.models.factory import build_network
+    from segflow.models.losses import build_loss
+    from segflow.training import distributed as D
+    from segflow.training import loop
+    from segflow.training.distributed import training_device
+    from segflow.training.loader import epoch_iterations
+
+    cfg, patch = params.train, list(params.preprocess.patch_size)
+    torch.set_num_threads(cfg.num_threads or D.cpu_threads_per_process())
+    device = training_device(cfg.device)
+    amp = cfg.amp and device.type == "cuda"
+    torch.manual_seed(0)  # timing only: any weights do
+    layout = loop.memory_format(cfg.channels_last, params.model.spatial_dims)
+    net = build_network(params.model.name, params.model.network_args()).to(device, memory_format=layout)
+    loss_fn = build_loss(params.model, ignore_label, regions)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3)  # its step costs the same for any lr
+    scaler = torch.amp.GradScaler(device.type, enabled=amp)
+    batch = synthetic_batch(params, cfg.batch_size, patch, n_labels)
+    loop.train_epoch(net, [batch] * WARMUP_STEPS, loss_fn, optimizer, scaler, device, amp)
+    step_s = timed(lambda: loop.train_epoch(net, [batch] * TIMED_STEPS, loss_fn, optimizer, scaler, device, amp),
+                   device) / TIMED_STEPS
+    case = synthetic_batch(params, 1, val_shape, n_labels)
+    item = {"image": case["image"][0].numpy(), "label": case["label"][0].numpy()}
+    outputs = params.model.network_args()["out_channels"]
+    case_s = timed(lambda: loop.validate(net, [item], patch, outputs, amp, ignore_label, regions), device)
+    iterations = epoch_iterations(cfg.iterations_per_epoch, n_train, cfg.batch_size, cfg.nproc_per_node)
+    return ConfigurationCost(name=name, epoch_s=round(iterations * step_s * LOADER_OVERHEAD, 3),
+                             validation_s=round(n_val * case_s, 3))
+
+
+def timed(work, device) -> float:
+    import torch
+
+    start = time.perf_counter()
+    work()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def plan_budget(plan: Plan, params: Params, costs: list[ConfigurationCost], device: str) -> Plan:
+    """`plan` with the budget's decision for `costs` (the native configuration first)."""
+    cfg = params.train
+    budget_s = parse_budget(cfg.budget)
+    decision = decide(budget_s, costs, len(params.split.folds), cfg.val_every, cfg.budget_min_epochs,
+                      cfg.budget_converged_epochs)
+    budget = BudgetPlan(budget=str(cfg.budget), budget_minutes=round(budget_s / 60, 2), epochs=decision.epochs,
+                        folds=list(params.split.folds), configurations=decision.configurations,
+                        costs={c.name: {"epoch_s": c.epoch_s, "validation_s": c.validation_s} for c in costs},
+                        predicted_minutes={k: round(v / 60, 2) for k, v in decision.predicted_seconds.items()},
+                        predicted_total_minutes=round(decision.predicted_total_s / 60, 2),
+                        measured_on=device, reasons=decision.reasons)
+    return plan.model_copy(update={"budget": budget})
+
+
+def describe_budget(budget: BudgetPlan) -> list[str]:
+    """The plan's budget lines for the console and the results page."""
+    lines = [f"train.budget {budget.budget}: {budget.epochs} epochs per model, configurations "
+             f"{budget.configurations}, folds {budget.folds}; predicted "
+             f"{describe_minutes(budget.predicted_total_minutes * 60)} (measured on {budget.measured_on})"]
+    return lines + [f"  {key}: {reason}" for key, reason in budget.reasons.items()]
+
+
+def with_budget(plan: Plan, params: Params, n_train: int, n_val: int, n_labels: int,
+                ignore_label: int | None = None, regions=None) -> Plan:
+    """The plan with train.budget's decision; the plan itself when there is no budget."""
+    if params.train.budget is None:
+        return plan
+    from segflow.planning.plan import resolve_params
+
+    resolved = resolve_params(params, plan)
+    if resolved.train.batch_size == AUTO:  # never: the plan fills it; guards a schema change
+        raise ValueError("train.batch_size is unresolved")
+    cost = measure_cost(resolved, "3d" if plan.spatial_dims == 3 else "2d", n_train, n_val, plan.median_shape,
+                        n_labels, ignore_label, regions)
+    return plan_budget(plan, params, [cost], f"{plan.device}, {threads_used()} threads")
+
+
+def threads_used() -> int:
+    import torch
+
+    return torch.get_num_threads()
