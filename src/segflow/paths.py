@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 
 @dataclass(frozen=True)
 class Paths:
     root: Path = Path(".")
+    # A configuration besides the data's native one (segflow.planning.configurations): its train
+    # files and checkpoints lie in their own folder of each fold; None: the native configuration's.
+    configuration: str | None = None
+
+    def of_configuration(self, name: str | None) -> Paths:
+        """These paths for configuration `name` (None or the native one: the fold's own files)."""
+        return replace(self, configuration=name)
 
     @property
     def artifacts(self) -> Path:
@@ -42,6 +49,11 @@ class Paths:
         return self.plan_dir / "fingerprint.json"
 
     @property
+    def training_plan(self) -> Path:
+        """train.budget's decision and the configurations (planning.plan.TrainingPlan)."""
+        return self.plan_dir / "training.json"
+
+    @property
     def plan(self) -> Path:
         return self.plan_dir / "plan.json"
 
@@ -60,7 +72,15 @@ class Paths:
         return self.artifacts / "train"
 
     def fold_dir(self, fold: int) -> Path:
-        return self.train_dir / f"fold_{fold}"
+        own = self.train_dir / f"fold_{fold}"
+        return self.configurations_dir(fold) / self.configuration if self.configuration else own
+
+    def configurations_dir(self, fold: int) -> Path:
+        """The fold's other configurations (a DVC output of train@fold, never empty: index.json)."""
+        return self.train_dir / f"fold_{fold}" / "configurations"
+
+    def configurations_index(self, fold: int) -> Path:
+        return self.configurations_dir(fold) / "index.json"
 
     def model_for(self, fold: int) -> Path:
         return self.fold_dir(fold) / "model.pt"
@@ -78,7 +98,8 @@ class Paths:
         return self.fold_dir(fold) / "summary.json"
 
     def checkpoints_for(self, fold: int) -> Path:
-        return self.artifacts / "checkpoints" / f"fold_{fold}"
+        own = self.artifacts / "checkpoints" / f"fold_{fold}"
+        return own / self.configuration if self.configuration else own
 
     def train_progress_for(self, fold: int) -> Path:
         """Beside the checkpoint: no DVC output, it only tells a watcher how far training is."""
@@ -88,6 +109,11 @@ class Paths:
     @property
     def evaluate_dir(self) -> Path:
         return self.artifacts / "evaluate"
+
+    @property
+    def configuration_choice(self) -> Path:
+        """Which configuration (or ensemble of them) ships, with each candidate's out-of-fold Dice."""
+        return self.evaluate_dir / "configuration.json"
 
     @property
     def metrics(self) -> Path:

@@ -70,3 +70,31 @@ def test_predict_prepares_an_input_exactly_as_load_case(project, plan):
     np.testing.assert_array_equal(actual.image, expected.image)
     assert actual.original_shape == expected.original_shape and actual.spacing == expected.spacing
     np.testing.assert_array_equal(actual.affine, expected.affine)
+
+
+SLICE_ARGS = dict(NET_ARGS, slice_axis=0)
+
+
+def test_a_configuration_ensemble_predicts_the_mean_of_its_configurations(project):
+    """A 3d model with a 2d slice-wise companion (planning.configurations): predict averages the two
+    configurations' probabilities, each from its own windows."""
+    from segflow.inference.sliding_window import predict_probabilities, to_labels
+    from segflow.models.model_file import load_model_file, with_companions
+
+    torch.manual_seed(1)
+    own = load_model_file(project / "model.pt")
+    companion = ModelFile(network="UNet", network_args=SLICE_ARGS, patch_size=[1, 16, 16], labels=own.labels,
+                          state_dicts=[build_network("UNet", SLICE_ARGS).state_dict()])
+    save_model_file(project / "ensemble.pt", with_companions(own, [companion]))
+    predictor = load_predictor(project / "ensemble.pt")
+    assert [b.patch_size for b, _ in predictor.groups()] == [[16, 16, 16], [1, 16, 16]]
+
+    outcomes = list(predict_files(str(project / "ensemble.pt"), project / "in", project / "out",
+                                  PredictOptions(tta=False)))
+    import nibabel as nib
+
+    raw = read_input(project / "in" / "case_001.nii.gz")
+    image = prepare_image(raw.image, raw.affine, raw.spacing, None).image
+    mean = sum(predict_probabilities(nets, image, bundle.patch_size) for bundle, nets in predictor.groups()) / 2
+    written = np.asarray(nib.load(str(outcomes[0].dest)).dataobj)
+    np.testing.assert_array_equal(written, to_labels(mean))

@@ -212,3 +212,22 @@ def test_torchscript_only_export_checks_bundle_and_torchscript(exported, tmp_pat
     result = export_model(model_file, tmp_path / "bundle", formats=["torchscript"])
     assert set(result["parity"]) == {"bundle", "torchscript"} and result["torchscript"] == "scripted"
     assert not (tmp_path / "bundle" / "models" / "model.onnx").exists()
+
+
+@pytest.mark.parametrize("what", ["slice-wise", "configuration ensemble"])
+def test_a_model_a_monai_bundle_cannot_hold_is_refused_not_half_exported(tmp_path, what):
+    """A MONAI bundle names one MONAI network: exporting part of a 2d slice-wise model or of an
+    ensemble of configurations would predict something else than the model file."""
+    from segflow.models.model_file import with_companions
+
+    args = dict(spatial_dims=3, in_channels=1, out_channels=3, channels=[4, 8], strides=[2], num_res_units=1)
+    labels = {"0": "background", "1": "a", "2": "b"}
+    sliced = ModelFile(network="UNet", network_args={**args, "slice_axis": 0}, patch_size=[1, 16, 16], labels=labels,
+                       state_dicts=[build_network("UNet", {**args, "slice_axis": 0}).state_dict()])
+    plain = ModelFile(network="UNet", network_args=args, patch_size=[16, 16, 16], labels=labels,
+                      state_dicts=[build_network("UNet", args).state_dict()])
+    save_model_file(tmp_path / "model.pt", sliced if what == "slice-wise" else with_companions(plain, [sliced]))
+    expected = "a 2d slice-wise configuration" if what == "slice-wise" else "an ensemble of configurations"
+    with pytest.raises(ExportError, match=f"{expected} is not exported"):
+        export_model(tmp_path / "model.pt", tmp_path / "bundle", formats=("torchscript",))
+    assert os.listdir(tmp_path) == ["model.pt"]

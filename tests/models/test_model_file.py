@@ -148,3 +148,23 @@ def test_a_segflow_payload_with_unknown_fields_is_refused_naming_them(tmp_path, 
     torch.save({"format": "segflow-model/2", "network": "UNet", "surprise": 1}, path)
     with pytest.raises(ValueError, match=r"damaged segflow model file .*'network_args'.*unexpected \['surprise'\]"):
         load_model_file(path)
+
+
+def test_a_configuration_ensemble_keeps_each_configuration_whole(tmp_path, bundle):
+    from segflow.models.model_file import with_companions
+
+    args = dict(bundle.network_args, slice_axis=0)
+    other = ModelFile(network=bundle.network, network_args=args, patch_size=[1, 16, 16], labels=bundle.labels,
+                      state_dicts=[build_network(bundle.network, args).state_dict()], folds=[0])
+    save_model_file(tmp_path / "ensemble.pt", with_companions(bundle, [other]))
+    loaded = load_model_file(tmp_path / "ensemble.pt")
+    first, second = loaded.configurations()
+    assert (first.network_args, first.patch_size, first.companions) == (bundle.network_args, bundle.patch_size, [])
+    assert (second.network_args, second.patch_size) == (args, [1, 16, 16])
+    assert len(second.build()) == 1
+
+
+def test_a_file_without_companions_is_written_as_before(tmp_path, bundle):
+    save_model_file(tmp_path / "model.pt", bundle)
+    payload = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert "companions" not in payload and load_model_file(tmp_path / "model.pt").companions == []

@@ -16,8 +16,9 @@ from segflow.planning.budget import (
     run_seconds,
     validations,
 )
-from segflow.planning.calibration import with_budget
-from segflow.planning.plan import Plan, resolve_params
+from segflow.planning.calibration import training_plan
+from segflow.planning.configurations import configuration_params
+from segflow.planning.plan import TrainingPlan, resolve_params
 from segflow.planning.planner import make_plan
 
 THREE_D = ConfigurationCost("3d", epoch_s=6.0, validation_s=2.0)
@@ -76,22 +77,27 @@ def test_a_budget_too_small_for_the_minimum_is_refused_with_what_it_needs():
         decide(60, [THREE_D], n_folds=1, val_every=5, min_epochs=20, converged_epochs=100)
 
 
-def test_no_budget_leaves_the_plan_and_its_epochs_alone():
+def test_no_budget_plans_no_budget_and_keeps_the_epochs():
     params = repo_params()
     plan = make_plan(hippocampus_fingerprint(), params, cuda_available=False)
-    assert with_budget(plan, params, 176, 44, 3) is plan
-    assert resolve_params(params, plan).train.epochs == params.train.epochs
+    training = training_plan(plan, params, hippocampus_fingerprint(), 176, 44, 3)
+    assert training == TrainingPlan()
+    resolved = resolve_params(params, plan)
+    assert configuration_params(resolved, plan, training, "3d") is resolved
 
 
-@pytest.mark.slow  # times real training steps of the Hippocampus network (~10 s)
-def test_a_budget_is_measured_on_the_planned_network_and_decides_the_epochs(tmp_path):
+@pytest.mark.slow  # times real training steps of the Hippocampus networks, 3d and 2d (~15 s)
+def test_a_budget_is_measured_on_the_planned_networks_and_decides_the_epochs(tmp_path):
     params = repo_params({"train": {"budget": "3m", "budget_min_epochs": 1, "device": "cpu"}})
-    plan = with_budget(make_plan(hippocampus_fingerprint(), params, cuda_available=False), params, 176, 44, 3)
+    plan = make_plan(hippocampus_fingerprint(), params, cuda_available=False)
+    training = training_plan(plan, params, hippocampus_fingerprint(), 176, 44, 3)
 
-    budget = plan.budget
-    assert budget.configurations == ["3d"] and budget.folds == [0]
-    assert budget.costs["3d"]["epoch_s"] > 0 and budget.costs["3d"]["validation_s"] > 0
+    budget = training.budget
+    assert budget.configurations == ["3d"] and budget.folds == [0]  # 3 min: 2d cannot converge beside it
+    assert set(budget.costs) == {"3d", "2d"} and training.slice_configuration.slice_axis == 0
+    assert all(cost["epoch_s"] > 0 and cost["validation_s"] > 0 for cost in budget.costs.values())
     assert budget.predicted_total_minutes <= 3.0
-    assert resolve_params(params, plan).train.epochs == budget.epochs != params.train.epochs
-    plan.save(tmp_path / "plan.json")
-    assert Plan.load(tmp_path / "plan.json") == plan
+    trained = configuration_params(resolve_params(params, plan), plan, training, "3d")
+    assert trained.train.epochs == budget.epochs != params.train.epochs
+    training.save(tmp_path / "training.json")
+    assert TrainingPlan.load(tmp_path / "training.json") == training

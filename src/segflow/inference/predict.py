@@ -116,6 +116,12 @@ class RawImage:
 class Predictor:
     bundle: ModelFile
     nets: list
+    # A configuration ensemble's other configurations: (their model file, their networks).
+    companions: tuple = ()
+
+    def groups(self) -> list[tuple[ModelFile, list]]:
+        """Each configuration with its networks, this file's own first."""
+        return [(self.bundle, self.nets), *self.companions]
 
 
 def to_stderr(message: str) -> None:
@@ -328,7 +334,9 @@ def resolve_model(reference: str, start: Path | None = None, dataset: str | None
 def load_predictor(model_file: Path) -> Predictor:
     """The model file's bundle and its networks, ready to run."""
     bundle = load_model_file(model_file)
-    return Predictor(bundle, bundle.build(pick_device()))
+    device = pick_device()
+    own, *others = bundle.configurations()
+    return Predictor(bundle, own.build(device), tuple((other, other.build(device)) for other in others))
 
 
 # -- one input: the validate stage's file rules, then what the network needs -----------------------------
@@ -530,13 +538,17 @@ def label_volume(predictor: Predictor, raw: RawImage, options: PredictOptions, l
     Says on stderr what it is about to run; a long pass shows a progress bar."""
     bundle = predictor.bundle
     volume = prepare_image(raw.image, raw.affine, raw.spacing, bundle.preprocessing, source=path)
-    windows = count_windows(volume.image.shape[1:], bundle.patch_size, options.overlap)
-    passes = len(predictor.nets) * (2 ** len(bundle.patch_size) if options.tta else 1)
-    log(f"{path}: shape {_axes(raw.image.shape[1:])}, {windows} window(s) x {passes} pass(es)")
-    regions = Regions.of(bundle.info.get("regions"))
-    probabilities = predict_probabilities(predictor.nets, volume.image, bundle.patch_size, tta=options.tta,
-                                          overlap=options.overlap, progress=windows > PROGRESS_WINDOWS,
-                                          sigmoid=regions is not None)
+    regions, groups = Regions.of(bundle.info.get("regions")), predictor.groups()
+    probabilities = None
+    for configuration, nets in groups:  # a configuration ensemble: the mean of the configurations' probabilities
+        windows = count_windows(volume.image.shape[1:], configuration.patch_size, options.overlap)
+        passes = len(nets) * (2 ** len(configuration.patch_size) if options.tta else 1)
+        log(f"{path}: shape {_axes(raw.image.shape[1:])}, {windows} window(s) x {passes} pass(es)")
+        own = predict_probabilities(nets, volume.image, configuration.patch_size, tta=options.tta,
+                                    overlap=options.overlap, progress=windows > PROGRESS_WINDOWS,
+                                    sigmoid=regions is not None)
+        probabilities = own if probabilities is None else probabilities + own
+    probabilities = probabilities / len(groups)
     if volume.original_shape and list(volume.original_shape) != list(probabilities.shape[1:]):
         probabilities = restore_to_shape(probabilities, volume.original_shape)
     labels = to_labels(probabilities, regions)

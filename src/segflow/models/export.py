@@ -47,7 +47,7 @@ import torch
 from segflow.data.preprocess import describe_preprocessing
 from segflow.errors import SegflowError
 from segflow.files import file_hash, owner_tag, remove_abandoned, write_json
-from segflow.models.factory import NETWORKS
+from segflow.models.factory import NETWORKS, SLICE_AXIS
 from segflow.models.model_file import ModelFile, load_model_file
 
 FORMATS = ("torchscript", "onnx")
@@ -127,6 +127,12 @@ def read_model(model_file: Path) -> ModelFile:
     if bundle.network not in NETWORKS:
         raise ExportError(f"{model_file}: network {bundle.network!r} cannot be exported; "
                           f"known networks: {sorted(NETWORKS)}")
+    # A MONAI bundle's network_def names one MONAI class: a slice-wise 2d network or an ensemble of
+    # configurations is none, and an export of part of it would predict something else.
+    if bundle.companions or bundle.network_args.get(SLICE_AXIS) is not None:
+        what = "an ensemble of configurations" if bundle.companions else "a 2d slice-wise configuration"
+        raise ExportError(f"{model_file}: {what} is not exported (a MONAI bundle holds one MONAI network); "
+                          "segflow predict runs the model file itself")
     return bundle
 
 

@@ -10,6 +10,7 @@ as MONAI's DynUNet returns it (BasicUNetPlusPlus, which returns a list, is adapt
 
 from __future__ import annotations
 
+import functools
 import inspect
 
 NETWORKS = {
@@ -55,8 +56,20 @@ def check_arguments(name: str, cls: type, args: dict) -> None:
         raise ValueError(f"model: {name} needs argument(s) {missing}")
 
 
+SLICE_AXIS = "slice_axis"  # in network_args: a 2D network run slice by slice over 3D data (nnU-Net's 2d)
+
+
+def network_dims(args: dict) -> int:
+    """The dimensions the network's own layers have (2 for a slice-wise network of 3D data)."""
+    return 2 if args.get(SLICE_AXIS) is not None else int(args.get("spatial_dims", 3))
+
+
 def build_network(name: str, args: dict):
-    """Instantiate network `name` with MONAI constructor `args`."""
+    """Instantiate network `name` with MONAI constructor `args`; with `slice_axis` set, a 2D
+    network of the other arguments wrapped to take and return 3D tensors (`SliceWise`)."""
+    if args.get(SLICE_AXIS) is not None:
+        inner = {k: v for k, v in args.items() if k != SLICE_AXIS}
+        return slice_wise_class()(build_network(name, {**inner, "spatial_dims": 2}), int(args[SLICE_AXIS]))
     cls = network_class(name)
     check_arguments(name, cls, args)
     try:
@@ -85,3 +98,27 @@ def heads_as_tensor(module, inputs, output):
 
         return torch.stack(output[::-1], dim=1)
     return output[-1]
+
+
+@functools.cache
+def slice_wise_class() -> type:
+    """`SliceWise`, defined on first use so that importing this module does not import torch."""
+    import torch
+
+    class SliceWise(torch.nn.Module):
+        """A 2D network over a 3D tensor: every slice along `axis` goes through it as its own batch
+        item, so the same network trains on one-slice patches and predicts whole volumes."""
+
+        def __init__(self, net: torch.nn.Module, axis: int):
+            super().__init__()
+            self.net, self.axis = net, axis
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            dim = 2 + self.axis  # after batch and channel
+            moved = x.movedim(dim, 1)  # (B, S, C, *plane)
+            batch, slices = moved.shape[:2]
+            out = self.net(moved.reshape(batch * slices, *moved.shape[2:]))
+            return out.reshape(batch, slices, *out.shape[1:]).movedim(1, dim)
+
+    return SliceWise
+

@@ -1,11 +1,13 @@
 """The deployable model file: network spec + weights + what prediction needs, no pickled code.
 
 One file holds one or more members of the same network (one per cross-validation fold);
-prediction averages their probabilities. It also carries the preprocessing of the plan and the
-postprocessing chosen on validation, so `segflow predict` prepares and cleans a new volume exactly
-as the pipeline did. Saved with torch.save and loaded with `weights_only=True`, so opening a model
-file from the registry cannot run arbitrary code; a file that does not load is described by what
-it is (`segflow.models.torch_files`).
+prediction averages their probabilities. A configuration ensemble (a 3d and a 2d configuration,
+planning.configurations) carries the other configurations as `companions`, each its own network,
+patch and fold members; prediction averages the configurations' probabilities. It also carries
+the preprocessing of the plan and the postprocessing chosen on validation, so `segflow predict`
+prepares and cleans a new volume exactly as the pipeline did. Saved with torch.save and loaded
+with `weights_only=True`, so opening a model file from the registry cannot run arbitrary code; a
+file that does not load is described by what it is (`segflow.models.torch_files`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,12 @@ class ModelFile:
     preprocessing: dict | None = None  # planning.Preprocessing as a dict; None: per-case z-score
     postprocessing: dict | None = None  # postprocessing.choose_postprocessing's decision
     info: dict = field(default_factory=dict)
+    # Other configurations ensembled with this one: {network, network_args, patch_size, state_dicts, folds}.
+    companions: list[dict] = field(default_factory=list)
+
+    def configurations(self) -> list[ModelFile]:
+        """This file's configuration and each companion as a model file of its own (no companions)."""
+        return [replace(self, companions=[])] + [replace(self, companions=[], **c) for c in self.companions]
 
     def build(self, device: str | torch.device = "cpu") -> list[torch.nn.Module]:
         """One network per member with its weights, in eval mode on `device`."""
@@ -60,6 +68,15 @@ def ensemble(bundles: list[ModelFile], **updates) -> ModelFile:
                    folds=[f for b in bundles for f in b.folds], **updates)
 
 
+def with_companions(bundle: ModelFile, others: list[ModelFile]) -> ModelFile:
+    """`bundle` ensembled with other configurations of the same labels (their probabilities averaged)."""
+    if any(other.labels != bundle.labels for other in others):
+        raise ValueError("only models of the same labels can be ensembled")
+    return replace(bundle, companions=[{"network": o.network, "network_args": o.network_args,
+                                        "patch_size": list(o.patch_size), "state_dicts": o.state_dicts,
+                                        "folds": list(o.folds)} for o in others])
+
+
 def save_model_file(path: Path, bundle: ModelFile) -> None:
     payload = {
         "format": FORMAT,
@@ -73,6 +90,9 @@ def save_model_file(path: Path, bundle: ModelFile) -> None:
         "info": bundle.info,
         "state_dicts": [{k: v.detach().cpu() for k, v in state.items()} for state in bundle.state_dicts],
     }
+    if bundle.companions:  # a file without them stays byte-compatible with readers before them
+        payload["companions"] = [{**c, "state_dicts": [{k: v.detach().cpu() for k, v in s.items()}
+                                                       for s in c["state_dicts"]]} for c in bundle.companions]
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 

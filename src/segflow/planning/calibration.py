@@ -12,7 +12,7 @@ import time
 
 from segflow.config import AUTO, Params
 from segflow.planning.budget import ConfigurationCost, decide, describe_minutes, parse_budget
-from segflow.planning.plan import BudgetPlan, Plan
+from segflow.planning.plan import BudgetPlan, Plan, SliceConfiguration, TrainingPlan
 
 WARMUP_STEPS = 2  # oneDNN picks its kernels on the first steps
 TIMED_STEPS = 5
@@ -35,7 +35,7 @@ def measure_cost(params: Params, name: str, n_train: int, n_val: int, val_shape:
     """One model's cost per epoch for `params` (plan values in), timed on its training device."""
     import torch
 
-    from segflow.models.factory import build_network
+    from segflow.models.factory import build_network, network_dims
     from segflow.models.losses import build_loss
     from segflow.training import distributed as D
     from segflow.training import loop
@@ -47,7 +47,7 @@ def measure_cost(params: Params, name: str, n_train: int, n_val: int, val_shape:
     device = training_device(cfg.device)
     amp = cfg.amp and device.type == "cuda"
     torch.manual_seed(0)  # timing only: any weights do
-    layout = loop.memory_format(cfg.channels_last, params.model.spatial_dims)
+    layout = loop.memory_format(cfg.channels_last, network_dims(params.model.network_args()))
     net = build_network(params.model.name, params.model.network_args()).to(device, memory_format=layout)
     loss_fn = build_loss(params.model, ignore_label, regions)
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-3)  # its step costs the same for any lr
@@ -59,6 +59,7 @@ def measure_cost(params: Params, name: str, n_train: int, n_val: int, val_shape:
     case = synthetic_batch(params, 1, val_shape, n_labels)
     item = {"image": case["image"][0].numpy(), "label": case["label"][0].numpy()}
     outputs = params.model.network_args()["out_channels"]
+    loop.validate(net, [item], patch, outputs, amp, ignore_label, regions)  # its first pass picks kernels
     case_s = timed(lambda: loop.validate(net, [item], patch, outputs, amp, ignore_label, regions), device)
     iterations = epoch_iterations(cfg.iterations_per_epoch, n_train, cfg.batch_size, cfg.nproc_per_node)
     return ConfigurationCost(name=name, epoch_s=round(iterations * step_s * LOADER_OVERHEAD, 3),
@@ -75,8 +76,8 @@ def timed(work, device) -> float:
     return time.perf_counter() - start
 
 
-def plan_budget(plan: Plan, params: Params, costs: list[ConfigurationCost], device: str) -> Plan:
-    """`plan` with the budget's decision for `costs` (the native configuration first)."""
+def plan_budget(params: Params, costs: list[ConfigurationCost], device: str) -> BudgetPlan:
+    """The budget's decision for `costs` (the native configuration first)."""
     cfg = params.train
     budget_s = parse_budget(cfg.budget)
     decision = decide(budget_s, costs, len(params.split.folds), cfg.val_every, cfg.budget_min_epochs,
@@ -87,7 +88,7 @@ def plan_budget(plan: Plan, params: Params, costs: list[ConfigurationCost], devi
                         predicted_minutes={k: round(v / 60, 2) for k, v in decision.predicted_seconds.items()},
                         predicted_total_minutes=round(decision.predicted_total_s / 60, 2),
                         measured_on=device, reasons=decision.reasons)
-    return plan.model_copy(update={"budget": budget})
+    return budget
 
 
 def describe_budget(budget: BudgetPlan) -> list[str]:
@@ -98,19 +99,31 @@ def describe_budget(budget: BudgetPlan) -> list[str]:
     return lines + [f"  {key}: {reason}" for key, reason in budget.reasons.items()]
 
 
-def with_budget(plan: Plan, params: Params, n_train: int, n_val: int, n_labels: int,
-                ignore_label: int | None = None, regions=None) -> Plan:
-    """The plan with train.budget's decision; the plan itself when there is no budget."""
+def training_plan(plan: Plan, params: Params, fingerprint: dict, n_train: int, n_val: int, n_labels: int,
+                  ignore_label: int | None = None, regions=None) -> TrainingPlan:
+    """train.budget's decision (none without a budget). For 3D data the `2d` configuration is
+    planned and timed too, and the budget decides whether it trains."""
     if params.train.budget is None:
-        return plan
+        return TrainingPlan()
+    from segflow.planning.configurations import SLICE, configuration_params, native_name
     from segflow.planning.plan import resolve_params
+    from segflow.planning.planner import plan_slice_configuration
 
     resolved = resolve_params(params, plan)
     if resolved.train.batch_size == AUTO:  # never: the plan fills it; guards a schema change
         raise ValueError("train.batch_size is unresolved")
-    cost = measure_cost(resolved, "3d" if plan.spatial_dims == 3 else "2d", n_train, n_val, plan.median_shape,
-                        n_labels, ignore_label, regions)
-    return plan_budget(plan, params, [cost], f"{plan.device}, {threads_used()} threads")
+    slices: SliceConfiguration | None = None
+    if plan.spatial_dims == 3:
+        slices = plan_slice_configuration(fingerprint, params, plan)
+    candidates = TrainingPlan(slice_configuration=slices)
+
+    def cost(name: str) -> ConfigurationCost:
+        return measure_cost(configuration_params(resolved, plan, candidates, name), name, n_train, n_val,
+                            plan.median_shape, n_labels, ignore_label, regions)
+
+    costs = [cost(native_name(plan.spatial_dims))] + ([cost(SLICE)] if slices else [])
+    budget = plan_budget(params, costs, f"{plan.device}, {threads_used()} threads")
+    return TrainingPlan(budget=budget, slice_configuration=slices)
 
 
 def threads_used() -> int:

@@ -35,6 +35,41 @@ class BudgetPlan(BaseModel):
     reasons: dict[str, str]
 
 
+class SliceConfiguration(BaseModel):
+    """The `2d` configuration of 3D data (segflow.planning.configurations): a 2D network on
+    single slices across `slice_axis` of the same preprocessed volumes."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    slice_axis: int
+    patch_size: list[int]  # in-plane
+    batch_size: int
+    network_args: dict  # the 2D network's complete MONAI constructor arguments
+    estimated_memory_gb: float
+    reasons: dict[str, str]
+
+
+TRAINING_PLAN_FORMAT = "segflow-training-plan/1"
+
+
+class TrainingPlan(BaseModel):
+    """What training does beyond the network's plan (artifacts/plan/training.json): train.budget's
+    decision and the 2d configuration it weighed. A file of its own, so a budget change retrains
+    without preparing the data again (preprocess reads plan.json only)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    format: Literal["segflow-training-plan/1"] = TRAINING_PLAN_FORMAT
+    budget: BudgetPlan | None = None  # None: train.budget is null; train.epochs and the native configuration
+    slice_configuration: SliceConfiguration | None = None  # 3D data with a budget: the 2d candidate
+
+    @classmethod
+    def load(cls, path: Path | str) -> TrainingPlan:
+        """Read training.json; a missing or invalid file is a `ConfigError` naming it."""
+        return load_json_model(cls, path, "training plan", "run the plan stage (dvc repro plan)")
+
+    def save(self, path: Path | str) -> None:
+        write_json(path, self.model_dump(mode="json"))
+
+
 class Plan(BaseModel):
     """The planned settings, each with the reason it was chosen (artifacts/plan/plan.json)."""
 
@@ -52,7 +87,6 @@ class Plan(BaseModel):
     network_args: dict  # complete MONAI constructor arguments
     estimated_memory_gb: float
     reasons: dict[str, str]
-    budget: BudgetPlan | None = None  # None: train.budget is null and train.epochs holds
 
     @property
     def preprocessing(self) -> Preprocessing:
@@ -91,6 +125,4 @@ def resolve_params(params: Params, plan: Plan) -> Params:
                 raise ConfigError(f"{section}.{key} is auto but the plan has no value for it")
             keys[key] = values[section][key]
     raw["model"] = {**plan.network_args, **raw["model"]}
-    if plan.budget is not None:  # the budget decides the epochs (train.epochs is the no-budget value)
-        raw["train"]["epochs"] = plan.budget.epochs
     return parse_params(raw, source="params.yaml with the plan's values")

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from segflow.config import AUTO, ConfigError, Params
+from segflow.config import AUTO, ConfigError, Params, parse_params
 from segflow.data.preprocess import ChannelNormalisation, resampled_shape
 from segflow.planning.memory import MemoryModel, training_memory_model
-from segflow.planning.plan import Plan
+from segflow.planning.plan import Plan, SliceConfiguration
 
 # Target spacing: a median axis more than 3x coarser than the finest is "anisotropic" and takes
 # its 10th percentile, so the few finely sampled cases are not thrown away (nnU-Net).
@@ -529,3 +529,35 @@ def make_plan(fingerprint: dict, params: Params, cuda_available: bool | None = N
                 target_spacing=spacing, median_shape=median_shape, normalisation=normalisation, patch_size=patch,
                 batch_size=batch, network=ctx.name, network_args=args,
                 estimated_memory_gb=round(memory.total_gb(batch), 3), reasons=reasons)
+
+
+# -- the 2d configuration of 3D data (planning.configurations) ---------------------------------------
+
+def slice_axis(target_spacing: list[float]) -> int:
+    """The axis slices are cut across: the coarsest (thick-slice data keeps its in-plane
+    resolution, as nnU-Net's 2d does); the first on a tie."""
+    return int(np.argmax(target_spacing))
+
+
+def sliced_fingerprint(fingerprint: dict, axis: int) -> dict:
+    """The fingerprint as a 2D dataset of the in-plane axes (shapes and spacings without `axis`)."""
+    def drop(values):
+        return [[v for i, v in enumerate(case) if i != axis] for case in values]
+
+    return {**fingerprint, "spatial_dims": 2, "shapes": drop(fingerprint["shapes"]),
+            "spacings": drop(fingerprint["spacings"])}
+
+
+def plan_slice_configuration(fingerprint: dict, params: Params, plan: Plan) -> SliceConfiguration:
+    """The `2d` configuration of 3D data: the planner's rules on the sliced fingerprint, at the 3D
+    plan's in-plane spacing (both read the same preprocessed cache)."""
+    axis = slice_axis(plan.target_spacing)
+    raw = params.model_dump(by_alias=True)
+    raw["model"] = {**raw["model"], "spatial_dims": 2}
+    raw["preprocess"] = {**raw["preprocess"], "patch_size": AUTO,
+                         "target_spacing": [s for i, s in enumerate(plan.target_spacing) if i != axis]}
+    planned = make_plan(sliced_fingerprint(fingerprint, axis), parse_params(raw, source="params.yaml (2d)"),
+                        cuda_available=plan.device == "cuda")
+    return SliceConfiguration(slice_axis=axis, patch_size=planned.patch_size, batch_size=planned.batch_size,
+                              network_args=planned.network_args, estimated_memory_gb=planned.estimated_memory_gb,
+                              reasons={k: v for k, v in planned.reasons.items() if k != "target_spacing"})

@@ -22,8 +22,17 @@ def metric_rows(per_case: pd.DataFrame) -> str:
 
 
 def compute_rows(compute: list[dict]) -> str:
-    return "\n".join(f"| {c['fold']} | {c['device']} | {c['processes']} | {c['epochs']} | {c['seconds']} | "
-                     f"{c['seconds_per_epoch']} | {c['peak_rss_mb']} |" for c in compute)
+    return "\n".join(f"| {c.get('configuration', '')} | {c['fold']} | {c['device']} | {c['processes']} | {c['epochs']} | "
+                     f"{c['seconds']} | {c.get('predicted_seconds') or ''} | {c['seconds_per_epoch']} | "
+                     f"{c['peak_rss_mb']} |" for c in compute)
+
+
+def configuration_line(entry: dict) -> str:
+    """Which configuration ships and why (entries made before configurations: nothing)."""
+    choice = entry.get("configuration")
+    if not choice:
+        return ""
+    return f"- Configuration: {choice['selected']}: {choice['reason']}\n"
 
 
 def export_lines(exported: dict) -> str:
@@ -69,7 +78,7 @@ treatment decisions. Its status (champion, candidate, retired) is in `entry.json
 ## Training
 - Network: {params.model.name} {params.model.network_args()}
 - {training_settings(params)}
-- Postprocessing: {entry['postprocessing']} (evidence below)
+{configuration_line(entry)}- Postprocessing: {entry['postprocessing']} (evidence below)
 - Code: git {describe_code(entry)}; full parameters in `params.yaml`, plan in `plan.json` beside this card
 
 ## Metrics (out of fold: each case scored by the fold model that did not train on it)
@@ -85,8 +94,8 @@ Keep-largest-connected-component was tried per class on the out-of-fold predicti
 {postprocessing_lines(entry)}
 
 ## Compute
-| fold | device | processes | epochs | seconds | s/epoch | peak RAM MB |
-|---|---|---|---|---|---|---|
+| configuration | fold | device | processes | epochs | seconds | predicted s (train.budget) | s/epoch | peak RAM MB |
+|---|---|---|---|---|---|---|---|---|
 {compute_rows(entry['compute'])}
 
 ## Exports

@@ -1,8 +1,11 @@
 """evaluate: each fold's model on its own validation cases (sliding window, optional mirror TTA).
 
 The out-of-fold predictions of all folds in split.folds give the cross-validation metrics: Dice
-and HD95 per class per case, their means with 95% bootstrap intervals, and per-fold means. Keeping
-the largest connected component per class is tried on the same predictions and kept only where the
+and HD95 per class per case, their means with 95% bootstrap intervals, and per-fold means. When the
+plan trained more than one configuration (3d and 2d), each and the ensemble of them (mean of their
+probabilities) are scored on the same cases and the best by out-of-fold mean Dice is selected
+(planning.configurations.select_configuration); the rest is about the selected one. Keeping the
+largest connected component per class is tried on the same predictions and kept only where the
 paired evidence says it helps (segflow.inference.postprocessing.RULE); the metrics are those after it.
 """
 
@@ -26,11 +29,13 @@ from segflow.inference.postprocessing import (
     describe_decision,
     keep_largest_component,
 )
-from segflow.inference.sliding_window import PROGRESS_WINDOWS, count_windows, pick_device, predict_labels
+from segflow.inference.sliding_window import PROGRESS_WINDOWS, count_windows, pick_device, predict_probabilities, to_labels
 from segflow.metrics.per_case import CASE_ID, DICE, FOLD, HD95, raw_dice_column, score_column, write_per_case
 from segflow.metrics.segmentation import dice_per_output, hd95_per_class, hd95_per_region, without_ignored
 from segflow.models.model_file import ModelFile, load_model_file
 from segflow.paths import Paths
+from segflow.planning.configurations import ENSEMBLE, Selection, native_name, planned_configurations, select_configuration
+from segflow.planning.plan import Plan, TrainingPlan
 
 LCC = "_lcc"  # column suffix: the score after keeping the largest component of the class
 
@@ -75,13 +80,39 @@ def voxel_counts(labels: np.ndarray, names: list[str], suffix: str = "") -> dict
     return {VOXELS.format(name) + suffix: int(counts[i]) for i, name in enumerate(names, start=1)}
 
 
-def predict_case(nets, bundle: ModelFile, item: dict, cfg, regions: Regions | None) -> np.ndarray:
-    """The fold model's label map of one cached case (sliding window, optional mirror TTA)."""
+def case_probabilities(nets, bundle: ModelFile, item: dict, cfg, regions: Regions | None):
+    """A model's class probabilities of one cached case (sliding window, optional mirror TTA)."""
     windows = count_windows(item["image"].shape[1:], bundle.patch_size, cfg.sw_overlap)
-    return predict_labels(nets, item["image"], bundle.patch_size, tta=cfg.tta,
-                          sw_batch_size=cfg.sw_batch_size, overlap=cfg.sw_overlap,
-                          progress=windows > PROGRESS_WINDOWS,  # a bar for a long case (stderr)
-                          regions=regions)
+    return predict_probabilities(nets, item["image"], bundle.patch_size, tta=cfg.tta,
+                                 sw_batch_size=cfg.sw_batch_size, overlap=cfg.sw_overlap,
+                                 progress=windows > PROGRESS_WINDOWS,  # a bar for a long case (stderr)
+                                 sigmoid=regions is not None)
+
+
+class FoldModels:
+    """A fold's model of each trained configuration, and the candidates made of them: each
+    configuration alone and, with more than one, their ensemble (the mean of their probabilities)."""
+
+    def __init__(self, paths: Paths, fold: int, configurations: list[str], native: str):
+        self.bundles = {name: load_model_file(paths.of_configuration(None if name == native else name).model_for(fold))
+                        for name in configurations}
+        device = pick_device()
+        self.nets = {name: bundle.build(device) for name, bundle in self.bundles.items()}
+        self.candidates = configurations + ([ENSEMBLE] if len(configurations) > 1 else [])
+
+    @property
+    def native(self) -> ModelFile:
+        return next(iter(self.bundles.values()))
+
+    def predictions(self, item: dict, cfg, regions: Regions | None, only: str | None = None) -> dict[str, np.ndarray]:
+        """Label map of each candidate (or of `only`) for one cached case."""
+        needed = list(self.bundles) if only in (None, ENSEMBLE) else [only]
+        probabilities = {name: case_probabilities(self.nets[name], self.bundles[name], item, cfg, regions)
+                         for name in needed}
+        if len(needed) > 1:
+            probabilities[ENSEMBLE] = sum(probabilities.values()) / len(needed)
+        wanted = self.candidates if only is None else [only]
+        return {name: to_labels(probabilities[name], regions) for name in wanted}
 
 
 def case_progress(cases, total: int, what: str):
@@ -93,20 +124,29 @@ def case_progress(cases, total: int, what: str):
     return tqdm(cases, total=total, desc=what, unit="case", file=sys.stderr, mininterval=5)
 
 
-def evaluate_fold(params: Params, paths: Paths, fold: int, spacing: dict) -> list[dict]:
-    """Score rows for the fold's validation cases (predictions are not kept: memory holds one case)."""
-    bundle = load_model_file(paths.model_for(fold))
-    nets, names, cfg = bundle.build(pick_device()), class_names_of(bundle), params.evaluate
-    rows, ignore_label = [], Splits.load(paths.splits).ignore_label
-    regions = Regions.of(bundle.info.get("regions"))
+def evaluate_fold(params: Params, paths: Paths, fold: int, spacing: dict, configurations: list[str],
+                  native: str) -> dict[str, list[dict]]:
+    """Score rows of each candidate for the fold's validation cases (predictions are not kept:
+    memory holds one case)."""
+    models = FoldModels(paths, fold, configurations, native)
+    names, cfg = class_names_of(models.native), params.evaluate
+    rows, ignore_label = {name: [] for name in models.candidates}, Splits.load(paths.splits).ignore_label
+    regions = Regions.of(models.native.info.get("regions"))
     case_ids = validation_cases(paths, fold)
     cases = PreprocessedCache(paths.preprocessed).iter_cases(case_ids)
     for item in case_progress(cases, len(case_ids), f"evaluate fold {fold}"):
-        prediction = predict_case(nets, bundle, item, cfg, regions)
         case_spacing = spacing[item["case_id"]]["spacing"]
-        rows.append({"case_id": item["case_id"], "fold": fold,
-                     **score_both(prediction, item, names, case_spacing, cfg.hd95, ignore_label, regions)})
+        for name, prediction in models.predictions(item, cfg, regions).items():
+            rows[name].append({"case_id": item["case_id"], "fold": fold,
+                               **score_both(prediction, item, names, case_spacing, cfg.hd95, ignore_label, regions)})
     return rows
+
+
+def select(rows: dict[str, list[dict]], names: list[str], order: list[str]) -> Selection:
+    """The candidate to ship by out-of-fold mean Dice before postprocessing (nnU-Net selects the
+    configuration first, then its postprocessing)."""
+    dice = {c: float(pd.DataFrame(rows[c])[[score_column(DICE, n) for n in names]].mean().mean()) for c in order}
+    return select_configuration(dice, order)
 
 
 def apply_decision(scores: pd.DataFrame, names: list[str], decision: dict) -> pd.DataFrame:
@@ -145,17 +185,19 @@ def summarise(per_case: pd.DataFrame, class_names: list[str]) -> dict:
     return metrics
 
 
-def overlay_predictions(params: Params, paths: Paths, per_case: pd.DataFrame, case_ids: list[str]):
-    """(item, prediction) of each case in `case_ids`, predicted again by the fold model that scored
-    it (a handful of cases: cheaper than holding every prediction of the run in memory)."""
+def overlay_predictions(params: Params, paths: Paths, per_case: pd.DataFrame, case_ids: list[str], selected: str):
+    """(item, prediction) of each case in `case_ids`, predicted again by the selected candidate of
+    the fold that scored it (a handful of cases: cheaper than holding every prediction in memory)."""
     from segflow.reporting.overlays import fold_of
 
     cache = PreprocessedCache(paths.preprocessed)
+    plan = Plan.load(paths.plan)
+    configurations = planned_configurations(plan, TrainingPlan.load(paths.training_plan))
     for fold in sorted({fold_of(per_case, c) for c in case_ids}):
-        bundle = load_model_file(paths.model_for(fold))
-        nets, regions = bundle.build(pick_device()), Regions.of(bundle.info.get("regions"))
+        models = FoldModels(paths, fold, configurations, native_name(plan.spatial_dims))
+        regions = Regions.of(models.native.info.get("regions"))
         for item in cache.iter_cases([c for c in case_ids if fold_of(per_case, c) == fold]):
-            yield item, predict_case(nets, bundle, item, params.evaluate, regions)
+            yield item, models.predictions(item, params.evaluate, regions, only=selected)[selected]
 
 
 def overlay_case(per_case: pd.DataFrame, case_id: str, names: list[str]):
@@ -170,7 +212,7 @@ def overlay_case(per_case: pd.DataFrame, case_id: str, names: list[str]):
 
 
 def write_overlays(params: Params, paths: Paths, per_case: pd.DataFrame, names: list[str], decision: dict,
-                   tracker) -> None:
+                   selected: str, tracker) -> None:
     """Overlays of the evaluate.overlay_cases worst cases by mean Dice and of the best few, with the
     chosen postprocessing applied, and their index for the results page."""
     from segflow.reporting.figures import plot_prediction
@@ -181,7 +223,7 @@ def write_overlays(params: Params, paths: Paths, per_case: pd.DataFrame, names: 
     paths.overlays.mkdir(parents=True)
     worst, best = pick_cases(per_case, params.evaluate.overlay_cases)
     drawn = {}
-    for item, prediction in overlay_predictions(params, paths, per_case, worst + best):
+    for item, prediction in overlay_predictions(params, paths, per_case, worst + best, selected):
         case = overlay_case(per_case, str(item["case_id"]), names)
         plot_prediction(case.case_id, item["image"][0], item["label"][0], apply_postprocessing(prediction, decision),
                         names, list(case.dice.values()), paths.overlays / case.file)
@@ -197,28 +239,37 @@ def postprocessing_rule(params: Params) -> Rule:
     return Rule(cfg.postprocess_min_gain, cfg.postprocess_max_p_value, cfg.postprocess_max_removed)
 
 
-def run(params: Params, paths: Paths, tracker=None) -> tuple[dict, pd.DataFrame, dict]:
+def run(params: Params, paths: Paths, tracker=None) -> tuple[dict, pd.DataFrame, dict, Selection]:
     spacing = PreprocessedCache(paths.preprocessed).entries()
-    rows = [row for fold in params.split.folds for row in evaluate_fold(params, paths, fold, spacing)]
+    plan = Plan.load(paths.plan)
+    configurations = planned_configurations(plan, TrainingPlan.load(paths.training_plan))
+    native = native_name(plan.spatial_dims)
+    rows: dict[str, list[dict]] = {}
+    for fold in params.split.folds:
+        for name, fold_rows in evaluate_fold(params, paths, fold, spacing, configurations, native).items():
+            rows.setdefault(name, []).extend(fold_rows)
     bundle = load_model_file(paths.model_for(params.split.folds[0]))
     names = class_names_of(bundle)
-    scores = pd.DataFrame(rows)
+    selection = select(rows, names, list(rows))
+    scores = pd.DataFrame(rows[selection.selected])
     decision = (choose_postprocessing(scores, names, postprocessing_rule(params)) if params.evaluate.postprocess
                 else {"keep_largest_component": [], "rule": "evaluate.postprocess is false"})
     per_case = apply_decision(scores, names, decision)
-    write_overlays(params, paths, per_case, names, decision, tracker)
-    return summarise(per_case, names), per_case, decision
+    write_overlays(params, paths, per_case, names, decision, selection.selected, tracker)
+    return summarise(per_case, names), per_case, decision, selection
 
 
 def main(params: Params, paths: Paths, tracker=None) -> dict:
-    metrics, per_case, decision = run(params, paths, tracker)
+    metrics, per_case, decision, selection = run(params, paths, tracker)
     write_per_case(paths.per_case, per_case)
     write_json(paths.postprocessing, decision)
+    write_json(paths.configuration_choice, selection.as_dict())
     write_json(paths.metrics, metrics)
     kept = decision["keep_largest_component"]
     print(f"evaluate: {metrics['n_cases']} out-of-fold cases over folds {metrics['folds']}: mean Dice "
           f"{metrics['dice_mean']} (95% CI {metrics['dice_mean_ci95']}); largest-component "
           f"postprocessing for classes {kept or 'none'}")
+    print(f"  configuration {selection.selected}: {selection.reason}")
     for line in describe_decision(decision):
         print(f"  postprocessing {line}")
     if tracker:

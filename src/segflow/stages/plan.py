@@ -12,40 +12,41 @@ from segflow.config import Params
 from segflow.data.splits import Splits
 from segflow.files import write_json
 from segflow.paths import Paths
-from segflow.planning.calibration import describe_budget, with_budget
+from segflow.planning.calibration import describe_budget, training_plan
 from segflow.planning.fingerprint import compute_fingerprint
-from segflow.planning.plan import Plan
+from segflow.planning.plan import Plan, TrainingPlan
 from segflow.planning.planner import make_plan
 from segflow.validation.report import ValidationReport
 
 
-def plan_summary(plan: Plan) -> dict:
+def plan_summary(plan: Plan, training: TrainingPlan) -> dict:
     """The few numbers a person (and the tracker) looks at first."""
     summary = {"patch_size": plan.patch_size, "batch_size": plan.batch_size, "device": plan.device,
                "estimated_memory_gb": plan.estimated_memory_gb, "target_spacing": plan.target_spacing}
-    if plan.budget:
-        summary |= {"budget_epochs": plan.budget.epochs, "budget_configurations": plan.budget.configurations,
-                    "budget_predicted_minutes": plan.budget.predicted_total_minutes}
+    if training.budget:
+        budget = training.budget
+        summary |= {"budget_epochs": budget.epochs, "budget_configurations": budget.configurations,
+                    "budget_predicted_minutes": budget.predicted_total_minutes}
     return summary
 
 
-def print_choices(plan: Plan) -> None:
+def print_choices(plan: Plan, training: TrainingPlan) -> None:
     values = {"device": plan.device, "target_spacing": plan.target_spacing,
               "normalisation": [n.scheme for n in plan.normalisation], "patch_size": plan.patch_size,
               "network_args": plan.network, "batch_size": plan.batch_size}
     for key, reason in plan.reasons.items():
         print(f"plan {key} = {values.get(key)}: {reason}")
     print(f"plan estimated_memory_gb = {plan.estimated_memory_gb} (budget {plan.memory_budget_gb:g} GB)")
-    for line in describe_budget(plan.budget) if plan.budget else []:
+    for line in describe_budget(training.budget) if training.budget else []:
         print(f"plan {line}")
 
 
-def budgeted(plan: Plan, params: Params, splits: Splits, kept: list[str]) -> Plan:
-    """The plan with train.budget's decision, costs measured on the first fold's case counts."""
+def budgeted(plan: Plan, params: Params, fingerprint: dict, splits: Splits, kept: list[str]) -> TrainingPlan:
+    """train.budget's decision, costs measured on the first fold's case counts."""
     from segflow.data.regions import Regions
 
     train_ids, val_ids = splits.cases_of_fold(params.split.folds[0], [str(k) for k in kept])
-    return with_budget(plan, params, len(train_ids), len(val_ids), len(splits.labels), splits.ignore_label,
+    return training_plan(plan, params, fingerprint, len(train_ids), len(val_ids), len(splits.labels), splits.ignore_label,
                        Regions.of(splits.regions))
 
 
@@ -55,10 +56,12 @@ def main(params: Params, paths: Paths, tracker=None) -> dict:
         paths.root / params.data.root, pd.read_csv(paths.manifest), kept,
         splits.labels, splits.modality, params.data.label_map, params.model.spatial_dims, splits.regions)
     write_json(paths.fingerprint, fingerprint)
-    plan = budgeted(make_plan(fingerprint, params), params, splits, kept)
+    plan = make_plan(fingerprint, params)
+    training = budgeted(plan, params, fingerprint, splits, kept)
     plan.save(paths.plan)
-    print_choices(plan)
-    summary = plan_summary(plan)
+    training.save(paths.training_plan)
+    print_choices(plan, training)
+    summary = plan_summary(plan, training)
     if tracker:
         tracker.summary({f"plan/{key}": value for key, value in summary.items()})
     return summary

@@ -12,6 +12,7 @@ import contextlib
 import os
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -22,9 +23,11 @@ from segflow.data.splits import Splits
 from segflow.files import read_json, write_json
 from segflow.inference.postprocessing import describe_decision
 from segflow.metrics.per_case import read_per_case
-from segflow.models.model_file import ensemble, load_model_file, save_model_file
+from segflow.models.model_file import ModelFile, ensemble, load_model_file, save_model_file, with_companions
 from segflow.paths import Paths
+from segflow.planning.configurations import ENSEMBLE, native_name, planned_configurations
 from segflow.planning.fingerprint import training_ranges_from_fingerprint
+from segflow.planning.plan import Plan, TrainingPlan
 from segflow.registry.catalog import Catalog, dataset_key, project_dataset
 from segflow.registry.model_card import model_card
 from segflow.registry.promotion import challenge
@@ -57,13 +60,33 @@ def gate(metrics: dict, floor: float | str, fingerprint: dict, dataset: str = ""
     return passed, f"mean Dice {dice:.4f} {'meets' if passed else 'is below'} register.min_mean_dice {floor:.4f}{where}"
 
 
+def shipped_configurations(paths: Paths) -> list[str]:
+    """The configuration(s) evaluate selected: one, or every trained one for their ensemble."""
+    selected = read_json(paths.configuration_choice)["selected"]
+    return trained_configurations(paths) if selected == ENSEMBLE else [selected]
+
+
+def trained_configurations(paths: Paths) -> list[str]:
+    return planned_configurations(Plan.load(paths.plan), TrainingPlan.load(paths.training_plan))
+
+
+def fold_ensemble(params: Params, paths: Paths, configuration: str) -> ModelFile:
+    """A configuration's fold models as one model file (their probabilities averaged)."""
+    native = native_name(Plan.load(paths.plan).spatial_dims)
+    own = paths.of_configuration(None if configuration == native else configuration)
+    return ensemble([load_model_file(own.model_for(fold)) for fold in params.split.folds])
+
+
 def build_ensemble(params: Params, paths: Paths, dest: Path) -> dict:
-    """Write the fold models as one ensemble file at `dest` with the postprocessing chosen on
-    validation and the training cases' shape and spacing ranges (predict flags inputs far outside)."""
+    """Write what evaluate selected, the fold models of a configuration (or of each, for their
+    ensemble), as one model file at `dest` with the postprocessing chosen on validation and the
+    training cases' shape and spacing ranges (predict flags inputs far outside)."""
     decision = read_json(paths.postprocessing)
-    bundles = [load_model_file(paths.model_for(fold)) for fold in params.split.folds]
+    first, *others = [fold_ensemble(params, paths, name) for name in shipped_configurations(paths)]
     ranges = training_ranges_from_fingerprint(read_json(paths.fingerprint))
-    save_model_file(dest, ensemble(bundles, postprocessing=decision, info={**bundles[0].info, "training_ranges": ranges}))
+    bundle = replace(with_companions(first, others), postprocessing=decision,
+                     info={**first.info, "training_ranges": ranges})
+    save_model_file(dest, bundle)
     return decision
 
 
@@ -110,10 +133,16 @@ def publish_outputs(own: Path, paths: Paths) -> None:
 
 
 def compute_record(params: Params, paths: Paths) -> list[dict]:
-    """What training each fold cost (from train's summaries)."""
-    keys = ("fold", "device", "epochs", "seconds", "seconds_per_epoch", "peak_rss_mb", "processes")
-    summaries = [TrainSummary.load(paths.train_summary_for(f)) for f in params.split.folds]
-    return [{k: getattr(s, k) for k in keys} for s in summaries]
+    """What training each fold of each configuration cost (from train's summaries), beside what
+    the budget plan predicted (train.budget)."""
+    keys = ("fold", "device", "epochs", "seconds", "seconds_per_epoch", "peak_rss_mb", "processes", "predicted_seconds")
+    plan = Plan.load(paths.plan)
+    native, record = native_name(plan.spatial_dims), []
+    for name in trained_configurations(paths):
+        own = paths.of_configuration(None if name == native else name)
+        summaries = [TrainSummary.load(own.train_summary_for(f)) for f in params.split.folds]
+        record += [{"configuration": name, **{k: getattr(s, k) for k in keys}} for s in summaries]
+    return record
 
 
 def make_entry(params: Params, paths: Paths, model_file: Path, metrics: dict, pp_decision: dict,
@@ -125,6 +154,7 @@ def make_entry(params: Params, paths: Paths, model_file: Path, metrics: dict, pp
             "network": params.model.name, "data_hash": data_hash(paths.root), "git_commit": git_commit(paths.root),
             "git_modified": git_state(paths.root)[1],
             "metrics": metrics, "folds": list(params.split.folds), "compute": compute_record(params, paths),
+            "configuration": read_json(paths.configuration_choice),
             "preprocessing": describe_preprocessing(load_model_file(model_file).preprocessing),
             "postprocessing": f"largest component kept for classes {kept}" if kept else "none",
             "postprocessing_evidence": describe_decision(pp_decision), "export": exported}

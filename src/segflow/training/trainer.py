@@ -14,7 +14,7 @@ from segflow.data.regions import Regions
 from segflow.data.splits import Splits
 from segflow.errors import StageFailed
 from segflow.files import file_hash
-from segflow.models.factory import build_network
+from segflow.models.factory import build_network, network_dims
 from segflow.models.losses import build_loss
 from segflow.models.model_file import ModelFile, save_model_file
 from segflow.paths import Paths
@@ -102,7 +102,7 @@ class Trainer:
         train_ids, val_ids = split_cases(paths, params)
         self.fingerprint = resume_fingerprint(params, paths, train_ids, code_digest or {})
         torch.manual_seed(params.seed)
-        layout = loop.memory_format(cfg.channels_last, params.model.spatial_dims)
+        layout = loop.memory_format(cfg.channels_last, network_dims(params.model.network_args()))
         self.net = build_network(params.model.name, params.model.network_args()).to(self.device, memory_format=layout)
         self.loss_fn = build_loss(params.model, self.ignore_label, self.regions)
         self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
