@@ -18,7 +18,7 @@ WARMUP_STEPS = 2  # oneDNN picks its kernels on the first steps
 TIMED_STEPS = 5
 # Patch sampling and augmentation in the training process (train.num_workers 0) on top of the
 # network's own step: the measured ratio of a real epoch to the synthetic steps (README, Budget).
-LOADER_OVERHEAD = 1.15
+LOADER_OVERHEAD = 1.05
 
 
 def synthetic_batch(params: Params, batch: int, shape: list[int], n_labels: int):
