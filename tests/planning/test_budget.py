@@ -95,6 +95,7 @@ def test_a_budget_is_measured_on_the_planned_networks_and_decides_the_epochs(tmp
     budget = training.budget
     assert budget.configurations == ["3d"] and budget.folds == [0]  # 3 min: 2d cannot converge beside it
     assert set(budget.costs) == {"3d", "2d"} and training.slice_configuration.slice_axis == 0
+    assert training.slice_configuration.iterations_per_epoch == 44  # the 3d configuration's steps: 176 cases / 4
     assert all(cost["epoch_s"] > 0 and cost["validation_s"] > 0 for cost in budget.costs.values())
     assert budget.predicted_total_minutes <= 3.0
     trained = configuration_params(resolve_params(params, plan), plan, training, "3d")

@@ -104,3 +104,18 @@ def test_a_slice_wise_network_is_its_2d_network_on_every_slice(axis):
         for index in range(volume.shape[2 + axis]):
             alone = net.net(volume.select(2 + axis, index))
             torch.testing.assert_close(out.select(2 + axis, index), alone, rtol=1e-5, atol=1e-5)
+
+
+def test_the_2d_batch_carries_the_voxels_of_the_3d_batch():
+    params = repo_params()
+    plan = make_plan(hippocampus_fingerprint(), params, cuda_available=False)
+    slices = plan_slice_configuration(hippocampus_fingerprint(), params, plan)
+    matched = round(plan.batch_size * 40 * 56 * 40 / (slices.patch_size[0] * slices.patch_size[1]))
+    assert matched == 160 and slices.batch_size <= matched
+    assert slices.reasons["batch_size"].startswith("160 slices carry the voxels of the 3d batch (4 x [40, 56, 40])")
+
+
+def test_an_explicit_batch_is_the_2d_batch_too():
+    params = repo_params({"train": {"batch_size": 2}})
+    plan = make_plan(hippocampus_fingerprint(), params, cuda_available=False)
+    assert plan_slice_configuration(hippocampus_fingerprint(), params, plan).batch_size == 2

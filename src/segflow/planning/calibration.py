@@ -114,7 +114,11 @@ def training_plan(plan: Plan, params: Params, fingerprint: dict, n_train: int, n
         raise ValueError("train.batch_size is unresolved")
     slices: SliceConfiguration | None = None
     if plan.spatial_dims == 3:
-        slices = plan_slice_configuration(fingerprint, params, plan)
+        from segflow.training.loader import epoch_iterations
+
+        cfg = resolved.train
+        steps = epoch_iterations(cfg.iterations_per_epoch, n_train, cfg.batch_size, cfg.nproc_per_node)
+        slices = plan_slice_configuration(fingerprint, params, plan).model_copy(update={"iterations_per_epoch": steps})
     candidates = TrainingPlan(slice_configuration=slices)
 
     def cost(name: str) -> ConfigurationCost:

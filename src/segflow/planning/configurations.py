@@ -37,7 +37,8 @@ def configuration_params(resolved: Params, plan: Plan, training: TrainingPlan, n
         patch = list(slices.patch_size)
         patch.insert(slices.slice_axis, 1)
         raw["preprocess"] = {**raw["preprocess"], "patch_size": patch}
-        raw["train"] = {**raw["train"], "batch_size": slices.batch_size}
+        raw["train"] = {**raw["train"], "batch_size": slices.batch_size,
+                        "iterations_per_epoch": slices.iterations_per_epoch or raw["train"]["iterations_per_epoch"]}
     elif training.budget is None:
         return resolved
     return parse_params(raw, source=f"params.yaml ({name} configuration)")

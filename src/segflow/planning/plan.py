@@ -46,6 +46,9 @@ class SliceConfiguration(BaseModel):
     network_args: dict  # the 2D network's complete MONAI constructor arguments
     estimated_memory_gb: float
     reasons: dict[str, str]
+    # Steps per epoch: the 3d configuration's (train.iterations_per_epoch auto counts cases per
+    # batch, and the 2d batch is larger), so an epoch of either is the same number of updates.
+    iterations_per_epoch: int | None = None
 
 
 TRAINING_PLAN_FORMAT = "segflow-training-plan/1"

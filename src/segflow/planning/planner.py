@@ -550,7 +550,8 @@ def sliced_fingerprint(fingerprint: dict, axis: int) -> dict:
 
 def plan_slice_configuration(fingerprint: dict, params: Params, plan: Plan) -> SliceConfiguration:
     """The `2d` configuration of 3D data: the planner's rules on the sliced fingerprint, at the 3D
-    plan's in-plane spacing (both read the same preprocessed cache)."""
+    plan's in-plane spacing (both read the same preprocessed cache), with a batch of as many slices
+    as the 3D batch has voxels (`slice_batch_size`)."""
     axis = slice_axis(plan.target_spacing)
     raw = params.model_dump(by_alias=True)
     raw["model"] = {**raw["model"], "spatial_dims": 2}
@@ -558,6 +559,24 @@ def plan_slice_configuration(fingerprint: dict, params: Params, plan: Plan) -> S
                          "target_spacing": [s for i, s in enumerate(plan.target_spacing) if i != axis]}
     planned = make_plan(sliced_fingerprint(fingerprint, axis), parse_params(raw, source="params.yaml (2d)"),
                         cuda_available=plan.device == "cuda")
-    return SliceConfiguration(slice_axis=axis, patch_size=planned.patch_size, batch_size=planned.batch_size,
-                              network_args=planned.network_args, estimated_memory_gb=planned.estimated_memory_gb,
-                              reasons={k: v for k, v in planned.reasons.items() if k != "target_spacing"})
+    reasons = {k: v for k, v in planned.reasons.items() if k != "target_spacing"}
+    batch, memory = planned.batch_size, planned.estimated_memory_gb
+    if params.train.batch_size == AUTO:
+        total = dataset_voxels(fingerprint["shapes"], fingerprint["spacings"], plan.target_spacing)
+        batch, reasons["batch_size"] = slice_batch_size(plan, planned, total)
+        memory = round(memory * batch / planned.batch_size, 3)
+    return SliceConfiguration(slice_axis=axis, patch_size=planned.patch_size, batch_size=batch,
+                              network_args=planned.network_args, estimated_memory_gb=memory, reasons=reasons)
+
+
+def slice_batch_size(plan: Plan, sliced: Plan, total_voxels: int) -> tuple[int, str]:
+    """Slices per batch: as many voxels per step as the 3D configuration's batch, so both learn from
+    the same voxels per update and an epoch of either is the same work on the data; within the
+    memory budget (scaled from the planned batch, an overestimate: the weights do not grow) and at
+    most 5% of the dataset's voxels (nnU-Net)."""
+    matched = max(1, round(plan.batch_size * math.prod(plan.patch_size) / math.prod(sliced.patch_size)))
+    memory_cap = max(1, int(plan.memory_budget_gb * sliced.batch_size / sliced.estimated_memory_gb))
+    share_cap = max(1, int(DATASET_SHARE_PER_BATCH * total_voxels // math.prod(sliced.patch_size)))
+    batch = max(1, min(matched, memory_cap, share_cap))
+    return batch, (f"{matched} slices carry the voxels of the 3d batch ({plan.batch_size} x {plan.patch_size}); "
+                   f"the memory budget allows {memory_cap}, 5% of the dataset {share_cap}")
