@@ -9,6 +9,7 @@ overrides to the clone's params.yaml, run every DVC stage in DAG order (each tim
     .venv/bin/python -m bench.accuracy                       # the default `make run`, measured
     .venv/bin/python -m bench.accuracy -S train.epochs=10    # with overrides (as `dvc exp run -S`)
     .venv/bin/python -m bench.accuracy --project-dir . --no-run
+    .venv/bin/python -m bench.accuracy --budgets 5m,10m,20m  # one fresh clone per train.budget
 
 Results: a table on stdout, JSON at --out (default bench/results/accuracy.json) and a PNG of
 Dice vs training minutes beside it. A failing stage exits 1 with a one-line message naming it.
@@ -38,6 +39,7 @@ from bench.common import machine_info
 REPO = Path(__file__).resolve().parents[1]
 
 DEFAULT_OUT = REPO / "bench" / "results" / "accuracy.json"
+SWEEP_OUT = REPO / "bench" / "results" / "budget_sweep.json"
 TARGET_DICE = 0.89
 TARGET_MINUTES = 20.0
 FETCH_STEP = "fetch-data"
@@ -386,7 +388,34 @@ def build_report(project: Path, steps: dict[str, float] | None, total_seconds: f
         "curve": {fold: info["curve"] for fold, info in training.items()},
         "first_reaching_target": {fold: info["first_reaching_target"] for fold, info in training.items()},
         "target": target_verdict(accuracy["dice_mean"]["mean"], minutes, whole),
+        "budget": budget_summary(artifacts),
     }
+
+
+def configuration_summaries(artifacts: Path) -> list[dict]:
+    """summary.json of every trained model: each fold's native one and its other configurations."""
+    found = []
+    for folder in fold_dirs(artifacts / "train").values():
+        found += [read_json(folder / "summary.json")] if (folder / "summary.json").is_file() else []
+        found += [read_json(p) for p in sorted((folder / "configurations").glob("*/summary.json"))]
+    return found
+
+
+def budget_summary(artifacts: Path) -> dict | None:
+    """train.budget's decision (artifacts/plan/training.json) beside what training measured and
+    which configuration evaluate selected; None for a run without a budget."""
+    training_plan = artifacts / "plan" / "training.json"
+    budget = read_json(training_plan).get("budget") if training_plan.is_file() else None
+    if not budget:
+        return None
+    choice = artifacts / "evaluate" / "configuration.json"
+    measured = sum(s.get("seconds", 0.0) for s in configuration_summaries(artifacts)) / 60
+    return {"budget": budget["budget"], "budget_minutes": budget["budget_minutes"], "epochs": budget["epochs"],
+            "folds": budget["folds"], "configurations": budget["configurations"],
+            "predicted_training_minutes": budget["predicted_total_minutes"],
+            "measured_training_minutes": round(measured, 2),
+            "prediction_error": round(measured / budget["predicted_total_minutes"] - 1, 4),
+            "selection": read_json(choice) if choice.is_file() else None}
 
 
 def format_interval(ci: dict) -> str:
@@ -511,6 +540,62 @@ def plot_curve(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
+# --- the budget sweep --------------------------------------------------------------------------
+
+
+def sweep_row(report: dict) -> dict:
+    """One budget's line: out-of-fold Dice with CI, wall clock, predicted and measured training."""
+    dice, budget = report["accuracy"]["dice_mean"], report["budget"] or {}
+    total = report["timing"]["total_seconds"]
+    return {**budget, "dice_mean": dice, "pipeline_minutes": round(total / 60, 2) if total else None,
+            "git_commit": report.get("git_commit")}
+
+
+def format_sweep(sweep: dict) -> str:
+    lines = [f"segflow budget sweep, {sweep['created']}, {sweep['machine']['cpu']}",
+             "budget | epochs | configurations | selected | mean Dice [95% CI] | training min predicted / "
+             "measured (error) | pipeline min"]
+    for row in sweep["rows"]:
+        dice, selection = row["dice_mean"], row.get("selection") or {}
+        lines.append(f"{row.get('budget')} | {row.get('epochs')} | {row.get('configurations')} | "
+                     f"{selection.get('selected')} | {dice['mean']:.4f} [{dice['low']:.4f}, {dice['high']:.4f}] | "
+                     f"{row.get('predicted_training_minutes')} / {row.get('measured_training_minutes')} "
+                     f"({100 * (row.get('prediction_error') or 0):+.1f}%) | {row.get('pipeline_minutes')}")
+    return "\n".join(lines)
+
+
+def plot_sweep(sweep: dict, path: Path) -> None:
+    """PNG of out-of-fold mean Dice (95% CI) against the training budget."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = sweep["rows"]
+    minutes = [r["budget_minutes"] for r in rows]
+    mean = [r["dice_mean"]["mean"] for r in rows]
+    errors = [[m - r["dice_mean"]["low"] for m, r in zip(mean, rows, strict=True)],
+              [r["dice_mean"]["high"] - m for m, r in zip(mean, rows, strict=True)]]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.errorbar(minutes, mean, yerr=errors, marker="o", capsize=4)
+    ax.set(xscale="log", xlabel="train.budget (minutes, log scale)", ylabel="out-of-fold mean Dice (95% CI)",
+           title="Dice against the training budget")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    replace_atomically(path, lambda temporary: fig.savefig(temporary, dpi=110, format="png"))
+    plt.close(fig)
+
+
+def run_sweep(args: argparse.Namespace, budgets: list[str]) -> dict:
+    """A fresh clone and pipeline per budget, only train.budget changed (on top of any -S)."""
+    rows = []
+    for budget in budgets:
+        print(f"[bench] train.budget={budget}", file=sys.stderr, flush=True)
+        rows.append(sweep_row(measure(args, [*args.overrides, f"train.budget={budget}"])))
+    return {"created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine_info(),
+            "overrides": args.overrides, "rows": rows}
+
+
 # --- entry point -------------------------------------------------------------------------------
 
 
@@ -527,6 +612,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--track", action="store_true", help="leave W&B tracking on (default SEGFLOW_TRACKING=off)")
     parser.add_argument("--project-dir", type=Path, help="with --no-run: the project whose artifacts to report on")
     parser.add_argument("--no-run", action="store_true", help="report on --project-dir's artifacts; run nothing")
+    parser.add_argument("--budgets", help="comma-separated train.budget values (e.g. 5m,10m,20m): a fresh clone and "
+                        f"pipeline each; results at {SWEEP_OUT.relative_to(REPO)} unless --out")
     args = parser.parse_args(argv)
     if args.no_run != (args.project_dir is not None):
         parser.error("--no-run and --project-dir go together")
@@ -563,8 +650,24 @@ def measure(args: argparse.Namespace, overrides: list[str]) -> dict:
     return report
 
 
+def sweep_main(args: argparse.Namespace) -> int:
+    out = (SWEEP_OUT if args.out == DEFAULT_OUT else args.out).resolve()
+    try:
+        sweep = run_sweep(args, [b.strip() for b in args.budgets.split(",") if b.strip()])
+        write_json(out, sweep)
+        plot_sweep(sweep, out.with_suffix(".png"))
+    except BenchError as error:
+        print(f"accuracy bench: {error}", file=sys.stderr)
+        return 1
+    print(format_sweep(sweep))
+    print(f"\nresults: {out} and {out.with_suffix('.png')}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.budgets:
+        return sweep_main(args)
     try:
         overrides = list(args.overrides)
         if args.no_run and overrides:

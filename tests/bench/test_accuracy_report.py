@@ -138,3 +138,27 @@ def test_failure_cause_is_the_error_line_not_dvcs_wrapper(tmp_path):
 def test_machine_info_parses_proc_text():
     assert cpu_model("processor\t: 0\nmodel name\t: AMD EPYC 7B13\n") == "AMD EPYC 7B13"
     assert ram_gib("MemTotal:       25165824 kB\n") == 24.0
+
+
+def test_a_budgeted_run_reports_its_decision_beside_the_measured_minutes(tmp_path):
+    project = fabricate_project(tmp_path)
+    write(project / "artifacts/plan/training.json", json.dumps({"budget": {
+        "budget": "5m", "budget_minutes": 5.0, "epochs": 4, "folds": [0, 1], "configurations": ["3d", "2d"],
+        "predicted_total_minutes": 7.0}}))
+    write(project / "artifacts/train/fold_0/configurations/2d/summary.json", json.dumps({"seconds": 60}))
+    write(project / "artifacts/evaluate/configuration.json", json.dumps({"selected": "3d"}))
+    budget = accuracy.budget_summary(project / "artifacts")
+    # fold 0: 120 s + its 2d 60 s; fold 1: 240 s -> 7.0 min measured
+    assert budget["measured_training_minutes"] == 7.0 and budget["prediction_error"] == 0.0
+    assert budget["selection"] == {"selected": "3d"} and budget["configurations"] == ["3d", "2d"]
+    report = accuracy.build_report(project, None, 600.0)
+    row = accuracy.sweep_row(report)
+    assert row["budget"] == "5m" and row["pipeline_minutes"] == 10.0
+    sweep = {"created": "now", "machine": {"cpu": "test cpu"}, "rows": [row]}
+    assert "5m | 4 | ['3d', '2d'] | 3d | " in accuracy.format_sweep(sweep)
+    accuracy.plot_sweep(sweep, tmp_path / "sweep.png")
+    assert (tmp_path / "sweep.png").stat().st_size > 0
+
+
+def test_a_run_without_a_budget_reports_none(tmp_path):
+    assert accuracy.budget_summary(fabricate_project(tmp_path) / "artifacts") is None
