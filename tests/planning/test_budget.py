@@ -102,3 +102,10 @@ def test_a_budget_is_measured_on_the_planned_networks_and_decides_the_epochs(tmp
     assert trained.train.epochs == budget.epochs != params.train.epochs
     training.save(tmp_path / "training.json")
     assert TrainingPlan.load(tmp_path / "training.json") == training
+
+
+def test_a_budget_that_would_train_every_fold_says_so():
+    rich = decide(4 * 3600, [THREE_D], n_folds=1, val_every=5, min_epochs=20, converged_epochs=100, all_folds=5)
+    assert rich.reasons["folds"].startswith("the budget would also train all 5 folds for ")
+    poor = decide(600, [THREE_D], n_folds=1, val_every=5, min_epochs=20, converged_epochs=100, all_folds=5)
+    assert "folds" not in poor.reasons

@@ -81,11 +81,15 @@ class BudgetDecision:
 
 
 def decide(budget_s: float, costs: list[ConfigurationCost], n_folds: int, val_every: int, min_epochs: int,
-           converged_epochs: int, max_epochs: int = MAX_EPOCHS) -> BudgetDecision:
+           converged_epochs: int, max_epochs: int = MAX_EPOCHS, all_folds: int | None = None) -> BudgetDecision:
     """The native configuration (costs[0]) first, on every fold, for as many epochs as the budget
     buys; the other configurations join (nnU-Net's configuration selection) only when every model
     can still train `converged_epochs`, since a configuration compared before it converges loses
     for that reason alone, and the native one would have used the time better.
+
+    With `all_folds` (split.n_folds) above `n_folds`, the reasons say when the budget would also
+    train every fold to `converged_epochs` (a fold ensemble and out-of-fold Dice over every case):
+    the folds are the user's to list, since DVC fixes the `train@k` stages before the plan runs.
 
     Raises ConfigError when the native configuration cannot reach `min_epochs`.
     """
@@ -111,6 +115,11 @@ def decide(budget_s: float, costs: list[ConfigurationCost], n_folds: int, val_ev
                                          f"train.budget_converged_epochs {converged_epochs}")
     else:
         reasons["configurations"] = f"{native[0].name} is the only configuration of this data"
+    if all_folds and all_folds > n_folds:
+        every = affordable_epochs(budget_s, native, all_folds, val_every, max_epochs)
+        if every >= converged_epochs:
+            reasons["folds"] = (f"the budget would also train all {all_folds} folds for {every} epochs each: list them in "
+                                f"split.folds for a {all_folds}-fold ensemble")
     predicted = {c.name: round(c.seconds(epochs, val_every), 1) for c in chosen}
     total = run_seconds(chosen, epochs, n_folds, val_every)
     capped = " (the cap, nnU-Net's 1000)" if epochs == max_epochs else ""

@@ -81,7 +81,7 @@ def plan_budget(params: Params, costs: list[ConfigurationCost], device: str) -> 
     cfg = params.train
     budget_s = parse_budget(cfg.budget)
     decision = decide(budget_s, costs, len(params.split.folds), cfg.val_every, cfg.budget_min_epochs,
-                      cfg.budget_converged_epochs)
+                      cfg.budget_converged_epochs, all_folds=params.split.n_folds)
     budget = BudgetPlan(budget=str(cfg.budget), budget_minutes=round(budget_s / 60, 2), epochs=decision.epochs,
                         folds=list(params.split.folds), configurations=decision.configurations,
                         costs={c.name: {"epoch_s": c.epoch_s, "validation_s": c.validation_s} for c in costs},
