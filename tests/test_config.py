@@ -134,6 +134,18 @@ def test_a_fold_listed_twice_is_refused(tmp_path, raw_params):
     assert "twice" in load_error(tmp_path, raw_params, "split", "folds", [1, 1])
 
 
+def test_fold_all_is_a_fold_beside_numbered_ones(tmp_path, raw_params):
+    raw = copy.deepcopy(raw_params)
+    raw["split"]["folds"] = [0, "all"]
+    split = load_params(write_params(tmp_path, raw)).split
+    assert split.folds == [0, "all"] and split.held_out == [0]
+
+
+def test_fold_all_alone_is_refused_saying_nothing_could_evaluate_it(tmp_path, raw_params):
+    message = load_error(tmp_path, raw_params, "split", "folds", ["all"])
+    assert "fold all holds no case out" in message and "[0, all]" in message
+
+
 def test_auto_values_are_listed_until_resolved(tmp_path, raw_params):
     raw = copy.deepcopy(raw_params)
     raw["preprocess"]["patch_size"], raw["train"]["batch_size"], raw["model"]["channels"] = "auto", "auto", "auto"

@@ -52,17 +52,19 @@ def reported(prefix: str = "", usage: tuple[type[BaseException], ...] = ()) -> I
 @app.command()
 def stage(
     name: Annotated[str, typer.Argument(help="ingest|validate|plan|preprocess|train|evaluate|register")],
-    fold: Annotated[int | None, typer.Option(min=0, help="train: the fold to train (dvc.yaml foreach)")] = None,
+    fold: Annotated[str | None, typer.Option(help="train: the fold to train, a number or `all` (dvc.yaml foreach)")] = None,
 ) -> None:
     """Run one pipeline stage (this is what dvc.yaml calls)."""
     root = _project_root()
+    if fold is not None and fold != "all" and not fold.isdigit():
+        raise typer.BadParameter(f"--fold {fold!r}: a fold number (0, 1, ...) or all")
     from segflow.processes.parent_watch import exit_with_launcher
     from segflow.stages import run_stage
 
     exit_with_launcher()  # killed with dvc, never left training as an orphan
 
     with reported(f"stage {name} failed: "):
-        run_stage(name, root, fold)
+        run_stage(name, root, None if fold is None else fold if fold == "all" else int(fold))
 
 
 @app.command()

@@ -66,23 +66,36 @@ class DataConfig(Section):
         return self.image_dir if two_d else "dataset.json"
 
 
+ALL_FOLDS = "all"  # a model trained on every case (nnU-Net's `fold all`): nothing held out
+
+
 class SplitConfig(Section):
-    """Case-level k-fold split; `folds` are the folds trained (one model each) and evaluated."""
+    """Case-level k-fold split; `folds` are the folds trained (one model each) and evaluated; `all`
+    trains one more model on every case, which register then ships (the numbered folds' out-of-fold
+    scores estimate it)."""
 
     n_folds: int = Field(5, ge=2)
-    folds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    folds: list[int | Literal["all"]] = Field(default_factory=lambda: [0], min_length=1)
     seed: int = Field(0, ge=0)  # numpy's generators take no negative seed
 
     @field_validator("folds")
     @classmethod
-    def _folds_in_range(cls, folds: list[int], info: ValidationInfo) -> list[int]:
+    def _folds_in_range(cls, folds: list, info: ValidationInfo) -> list:
         n_folds = info.data.get("n_folds")
-        bad = [f for f in folds if f < 0 or (n_folds is not None and f >= n_folds)]
+        bad = [f for f in folds if f != ALL_FOLDS and (f < 0 or (n_folds is not None and f >= n_folds))]
         if bad:
             raise ValueError(f"fold(s) {bad} do not exist with n_folds={n_folds}")
         if len(set(folds)) != len(folds):
             raise ValueError(f"folds {folds} lists a fold twice")
+        if folds == [ALL_FOLDS]:
+            raise ValueError("fold all holds no case out, so nothing could evaluate it: list a numbered fold beside it "
+                             "(e.g. [0, all]), whose out-of-fold scores estimate the model trained on all")
         return folds
+
+    @property
+    def held_out(self) -> list[int]:
+        """The numbered folds: the ones with validation cases (evaluate scores these)."""
+        return [f for f in self.folds if f != ALL_FOLDS]
 
 
 class ValidateConfig(Section):

@@ -55,3 +55,9 @@ def test_fold_cases_skips_cases_the_split_does_not_know():
     assert "quarantined_case" not in training + validation
     assert sorted(training + validation) == sorted(CASES[:10])
     assert training == sorted(training) and validation == sorted(validation)
+
+
+def test_fold_all_trains_on_every_case_and_validates_on_none():
+    folds = kfold_split(CASES, 5, seed=0)
+    training, validation = fold_cases(folds, "all", [*CASES, "quarantined_case"])
+    assert training == sorted(CASES) and validation == []

@@ -21,8 +21,9 @@ def kfold_split(case_ids: list[str], n_folds: int, seed: int) -> dict[str, int]:
     return {ordered[index]: position % n_folds for position, index in enumerate(order)}
 
 
-def fold_cases(folds: dict[str, int], fold: int, cases: list[str]) -> tuple[list[str], list[str]]:
-    """(training, validation) ids among `cases` for validation fold `fold`."""
+def fold_cases(folds: dict[str, int], fold: int | str, cases: list[str]) -> tuple[list[str], list[str]]:
+    """(training, validation) ids among `cases` for validation fold `fold`; fold `all` trains on
+    every case and validates on none."""
     validation = sorted(c for c in cases if folds.get(c) == fold)
     training = sorted(c for c in cases if c in folds and folds[c] != fold)
     return training, validation

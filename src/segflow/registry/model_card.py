@@ -59,6 +59,15 @@ def postprocessing_lines(entry: dict) -> str:
     return "\n".join(f"- {line}" for line in lines)
 
 
+def shipped_models(entry: dict, params: Params) -> str:
+    """What the model file holds: the fold ensemble, or the model trained on all cases (fold all)."""
+    split = f"of {params.split.n_folds} (case-level split, seed {params.split.seed})"
+    if entry["folds"] == ["all"]:
+        return (f"One model trained on every case (fold all); its metrics are the out-of-fold scores of folds "
+                f"{entry.get('evaluated_folds')} {split}")
+    return f"Ensemble of the models of folds {entry['folds']} {split}"
+
+
 def model_card(entry: dict, params: Params, report: ValidationReport, per_case: pd.DataFrame) -> str:
     """Markdown for MODEL_CARD.md of a registry entry."""
     dataset = entry["dataset"]
@@ -73,7 +82,7 @@ treatment decisions. Its status (champion, candidate, retired) is in `entry.json
 ## Data
 - Dataset {dataset}; raw data md5 (data.dvc) `{entry['data_hash']}`
 - Cases kept by validation: {report.n_kept}; quarantined: {report.n_quarantined} (see the validate report)
-- Ensemble of the models of folds {entry['folds']} of {params.split.n_folds} (case-level split, seed {params.split.seed})
+- {shipped_models(entry, params)}
 
 ## Training
 - Network: {params.model.name} {params.model.network_args()}

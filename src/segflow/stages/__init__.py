@@ -19,7 +19,7 @@ PLANNED = ("preprocess", "train", "evaluate", "register")  # read params with th
 
 def stage_params(name: str, root: Path, fold: int | None = None):
     """params.yaml as stage `name` sees it: `auto` resolved after planning, one fold per-fold."""
-    from segflow.config import ConfigError, load_params
+    from segflow.config import ALL_FOLDS, ConfigError, load_params
     from segflow.paths import Paths
 
     params = load_params(root / "params.yaml")
@@ -28,7 +28,7 @@ def stage_params(name: str, root: Path, fold: int | None = None):
             raise ConfigError(f"stage {name} trains one fold at a time: pass --fold (split.folds is "
                               f"{params.split.folds})")
         fold = params.split.folds[0] if fold is None else fold
-        if fold >= params.split.n_folds:
+        if fold != ALL_FOLDS and fold >= params.split.n_folds:
             raise ConfigError(f"fold {fold} does not exist with split.n_folds={params.split.n_folds}")
         params = params.with_fold(fold)
     elif fold is not None:

@@ -245,10 +245,10 @@ def run(params: Params, paths: Paths, tracker=None) -> tuple[dict, pd.DataFrame,
     configurations = planned_configurations(plan, TrainingPlan.load(paths.training_plan))
     native = native_name(plan.spatial_dims)
     rows: dict[str, list[dict]] = {}
-    for fold in params.split.folds:
+    for fold in params.split.held_out:  # fold all holds no case out: its numbered folds estimate it
         for name, fold_rows in evaluate_fold(params, paths, fold, spacing, configurations, native).items():
             rows.setdefault(name, []).extend(fold_rows)
-    bundle = load_model_file(paths.model_for(params.split.folds[0]))
+    bundle = load_model_file(paths.model_for(params.split.held_out[0]))
     names = class_names_of(bundle)
     selection = select(rows, names, list(rows))
     scores = pd.DataFrame(rows[selection.selected])
@@ -282,6 +282,6 @@ def log_lineage(params: Params, paths: Paths, tracker) -> None:
     """W&B lineage: the fold models in, the per-case scores and metrics out."""
     from segflow.tracking.runs import EVALUATION_ARTIFACT, fold_model_artifact
 
-    for fold in params.split.folds:
+    for fold in params.split.held_out:
         tracker.use_artifact_files(paths.model_for(fold), name=fold_model_artifact(fold), type="model")
     tracker.log_artifact([paths.per_case, paths.metrics], name=EVALUATION_ARTIFACT, type="evaluation")

@@ -45,7 +45,7 @@ def budgeted(plan: Plan, params: Params, fingerprint: dict, splits: Splits, kept
     """train.budget's decision, costs measured on the first fold's case counts."""
     from segflow.data.regions import Regions
 
-    train_ids, val_ids = splits.cases_of_fold(params.split.folds[0], [str(k) for k in kept])
+    train_ids, val_ids = splits.cases_of_fold(params.split.held_out[0], [str(k) for k in kept])
     return training_plan(plan, params, fingerprint, len(train_ids), len(val_ids), len(splits.labels), splits.ignore_label,
                        Regions.of(splits.regions))
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from segflow.config import Params
+from segflow.config import ALL_FOLDS, Params
 from segflow.data.preprocess import describe_preprocessing
 from segflow.data.splits import Splits
 from segflow.files import read_json, write_json
@@ -70,11 +70,17 @@ def trained_configurations(paths: Paths) -> list[str]:
     return planned_configurations(Plan.load(paths.plan), TrainingPlan.load(paths.training_plan))
 
 
+def shipped_folds(params: Params) -> list:
+    """The folds whose models ship: the one trained on all cases when split.folds lists `all`
+    (nnU-Net's fold all), else every numbered fold as an ensemble."""
+    return [ALL_FOLDS] if ALL_FOLDS in params.split.folds else params.split.held_out
+
+
 def fold_ensemble(params: Params, paths: Paths, configuration: str) -> ModelFile:
-    """A configuration's fold models as one model file (their probabilities averaged)."""
+    """A configuration's shipped fold models as one model file (their probabilities averaged)."""
     native = native_name(Plan.load(paths.plan).spatial_dims)
     own = paths.of_configuration(None if configuration == native else configuration)
-    return ensemble([load_model_file(own.model_for(fold)) for fold in params.split.folds])
+    return ensemble([load_model_file(own.model_for(fold)) for fold in shipped_folds(params)])
 
 
 def build_ensemble(params: Params, paths: Paths, dest: Path) -> dict:
@@ -153,7 +159,8 @@ def make_entry(params: Params, paths: Paths, model_file: Path, metrics: dict, pp
             "dataset_key": dataset_key(dataset, task),
             "network": params.model.name, "data_hash": data_hash(paths.root), "git_commit": git_commit(paths.root),
             "git_modified": git_state(paths.root)[1],
-            "metrics": metrics, "folds": list(params.split.folds), "compute": compute_record(params, paths),
+            "metrics": metrics, "folds": shipped_folds(params), "evaluated_folds": params.split.held_out,
+            "compute": compute_record(params, paths),
             "configuration": read_json(paths.configuration_choice),
             "preprocessing": describe_preprocessing(load_model_file(model_file).preprocessing),
             "postprocessing": f"largest component kept for classes {kept}" if kept else "none",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from segflow.config import Params
+from segflow.config import ALL_FOLDS, Params
 from segflow.data.cache import PreprocessedCache
 from segflow.data.regions import Regions
 from segflow.data.splits import Splits
@@ -37,7 +37,7 @@ def the_fold(params: Params) -> int:
 def split_cases(paths: Paths, params: Params) -> tuple[list[str], list[str]]:
     """(train, validation) ids among the cached (validated, kept) cases."""
     train_ids, val_ids = PreprocessedCache(paths.preprocessed).fold_cases(Splits.load(paths.splits), the_fold(params))
-    if not train_ids or not val_ids:
+    if not train_ids or (not val_ids and the_fold(params) != ALL_FOLDS):  # fold all holds none out
         raise StageFailed(f"fold {the_fold(params)} leaves {len(train_ids)} training and "
                           f"{len(val_ids)} validation cases; both must be non-empty")
     return train_ids, val_ids
@@ -163,9 +163,10 @@ class Trainer:
         return epoch_record(epoch + 1, loss, lr, clock.seconds(), val, self.labels)
 
     def validate(self, epoch: int) -> list[float] | None:
-        """Validation Dice every train.val_every epochs and after the last, on the plain network."""
+        """Validation Dice every train.val_every epochs and after the last, on the plain network (fold
+        all has no validation cases: None)."""
         cfg = self.params.train
-        if epoch + 1 != cfg.epochs and (epoch + 1) % cfg.val_every:
+        if not self.val_ids or (epoch + 1 != cfg.epochs and (epoch + 1) % cfg.val_every):
             return None
         cases = PreprocessedCache(self.paths.preprocessed).iter_cases(self.val_ids)  # one case in memory at a time
         return loop.validate(self.net, cases, self.params.preprocess.patch_size,
