@@ -87,9 +87,6 @@ class SplitConfig(Section):
             raise ValueError(f"fold(s) {bad} do not exist with n_folds={n_folds}")
         if len(set(folds)) != len(folds):
             raise ValueError(f"folds {folds} lists a fold twice")
-        if folds == [ALL_FOLDS]:
-            raise ValueError("fold all holds no case out, so nothing could evaluate it: list a numbered fold beside it "
-                             "(e.g. [0, all]), whose out-of-fold scores estimate the model trained on all")
         return folds
 
     @property
@@ -352,4 +349,9 @@ def load_params(path: Path | str = PARAMS_FILE) -> Params:
         raise ConfigError(f"{path}: file not found (run from the project root)") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    return parse_params(raw, str(path))
+    params = parse_params(raw, str(path))
+    if not params.split.held_out:  # here, not in SplitConfig: train@all narrows split.folds to [all]
+        raise ConfigError(f"{path}: split.folds: fold all holds no case out, so nothing could evaluate it: list a "
+                          "numbered fold beside it (e.g. [0, all]), whose out-of-fold scores estimate the model "
+                          "trained on all")
+    return params

@@ -12,7 +12,8 @@ FOLD_STYLES = ["-", "--", ":", "-."]
 
 
 def _fold_style(history: FoldHistory) -> str:
-    return FOLD_STYLES[history.fold % len(FOLD_STYLES)]
+    """A line style per fold; fold all (trained on every case) draws solid."""
+    return FOLD_STYLES[history.fold % len(FOLD_STYLES)] if isinstance(history.fold, int) else FOLD_STYLES[0]
 
 
 def _loss(ax, histories: list[FoldHistory]) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -17,7 +18,7 @@ class TrainProgress(BaseModel):
     """Where one fold's training stands and when it should end."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-    fold: int
+    fold: int | Literal["all"]  # "all": nnU-Net's fold all (trained on every case)
     epoch: int  # epochs completed, those before a resume included
     epochs: int  # train.epochs
     seconds_per_epoch: float | None  # mean of the measured epochs; None before the first

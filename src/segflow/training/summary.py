@@ -6,6 +6,7 @@ trainer's."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -24,7 +25,7 @@ class TrainSummary(BaseModel):
     seconds_per_epoch: float
     peak_rss_mb: float
     device: str  # "cpu" or "cuda"
-    fold: int
+    fold: int | Literal["all"]  # "all": nnU-Net's fold all (trained on every case)
     processes: int  # DDP processes (1 without torchrun)
     predicted_seconds: float | None = None  # the budget plan's prediction for this model (train.budget)
 
