@@ -6,6 +6,7 @@ file, the key and the rule, so a user never sees a pydantic traceback.
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 from typing import Annotated, Literal
@@ -21,6 +22,22 @@ Auto = Literal["auto"]  # "take the plan's value" (artifacts/plan/plan.json); ex
 
 class ConfigError(ValueError):
     """params.yaml is missing, unreadable or breaks a rule."""
+
+
+_DURATION_UNITS = {"h": 3600.0, "min": 60.0, "m": 60.0, "s": 1.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(h|min|m|s)")
+
+
+def parse_duration(text: str, key: str) -> float:
+    """Seconds of a duration spelled like `20m`, `8h`, `1h30m`, `90s`; a ValueError names `key`."""
+    spelled = str(text).strip().lower()
+    parts = _DURATION_PART.findall(spelled)
+    if not parts or _DURATION_PART.sub("", spelled).strip():
+        raise ValueError(f"{key} {text!r} is not a duration: write it as e.g. 20m, 8h, 1h30m or 90s")
+    seconds = sum(float(value) * _DURATION_UNITS[unit] for value, unit in parts)
+    if seconds <= 0:
+        raise ValueError(f"{key} {text!r} is not a positive duration")
+    return seconds
 
 
 class Section(BaseModel):
@@ -210,10 +227,8 @@ class TrainConfig(Section):
     @field_validator("budget")
     @classmethod
     def _budget_is_duration(cls, value: str | None) -> str | None:
-        from segflow.planning.budget import parse_budget
-
         if value is not None:
-            parse_budget(value)
+            parse_duration(value, "train.budget")
         return value
 
 

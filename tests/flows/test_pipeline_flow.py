@@ -24,7 +24,7 @@ def test_flow_runs_all_stages_through_dvc(preprocessed_project):
     assert "dice_mean" in metrics
     assert "segflow-pipeline finished in state Completed" in done.stdout
     assert re.search(r"Finished in state Completed", done.stdout + done.stderr)  # Prefect's own log
-    for stage in ("ingest", "validate", "plan", "preprocess", "train", "evaluate", "register", "report"):
+    for stage in ("ingest", "validate", "plan", "preprocess", "budget", "train", "evaluate", "register", "report"):
         assert f"stage {stage} done" in done.stdout + done.stderr
     # Same caching as dvc: the pipeline is now up to date.
     status = run([str(BIN / "dvc"), "status"], tiny_project)

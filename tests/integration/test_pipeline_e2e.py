@@ -50,7 +50,7 @@ def reproduced(tiny_project_template, tmp_path_factory):
 
 def test_every_stage_runs_in_order_with_one_training_per_fold(reproduced):
     _, output = reproduced
-    assert stages_run(output) == ["ingest", "validate", "plan", "preprocess", "train@0", "train@1", "evaluate",
+    assert stages_run(output) == ["ingest", "validate", "plan", "preprocess", "budget", "train@0", "train@1", "evaluate",
                                   "register", "report"]
 
 
@@ -148,7 +148,7 @@ def test_wandb_record_is_one_group_with_full_config_and_linked_artifacts(reprodu
     runs = {of_type(r, "run")[0]["job_type"] + str(i): r for i, r in enumerate(wandb_runs(project))}
     headers = [of_type(r, "run")[0] for r in runs.values()]
     assert sorted(h["job_type"] for h in headers) == sorted(
-        ["ingest", "validate", "plan", "preprocess", "train", "train", "evaluate", "register", "report"])
+        ["ingest", "validate", "plan", "preprocess", "budget", "train", "train", "evaluate", "register", "report"])
     assert len({h["run_group"] for h in headers}) == 1 and headers[0]["run_group"].startswith("dvc-")
     head = run(["git", "rev-parse", "HEAD"], project).stdout.strip()
     for header in headers:
@@ -208,7 +208,9 @@ def test_adding_a_fold_trains_only_that_fold(reproduced):
     project, _ = reproduced
     set_param(project, "split", "folds", [0, 1, 2])
     added = run([str(BIN / "dvc"), "repro"], project)
-    assert stages_run(added.stdout) == ["train@2", "evaluate", "register", "report"]
+    # split.folds is a budget param: the budget stage reruns (in a blink without a budget), its
+    # decision is unchanged, so train@0 and train@1 do not
+    assert stages_run(added.stdout) == ["budget", "train@2", "evaluate", "register", "report"]
     assert json.loads((project / "artifacts/evaluate/metrics.json").read_text())["folds"] == [0, 1, 2]
 
 

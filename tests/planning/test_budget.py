@@ -1,10 +1,10 @@
-"""train.budget: the pure decision (step times + budget + folds -> epochs and configurations), the
-budget's spelling, and the plan with a budget measured on a real network and read back."""
+"""train.budget: the pure decision (step times + budget + folds -> epochs and configurations) and
+the budget's spelling (the measurement: tests/training/test_calibration.py)."""
 
 from __future__ import annotations
 
 import pytest
-from planning_fixtures import hippocampus_fingerprint, repo_params
+from planning_fixtures import repo_params
 
 from segflow.config import ConfigError
 from segflow.planning.budget import (
@@ -16,10 +16,6 @@ from segflow.planning.budget import (
     run_seconds,
     validations,
 )
-from segflow.planning.calibration import training_plan
-from segflow.planning.configurations import configuration_params
-from segflow.planning.plan import TrainingPlan, resolve_params
-from segflow.planning.planner import make_plan
 
 THREE_D = ConfigurationCost("3d", epoch_s=6.0, validation_s=2.0)
 TWO_D = ConfigurationCost("2d", epoch_s=3.0, validation_s=4.0)
@@ -75,33 +71,6 @@ def test_a_budget_that_lets_both_converge_cross_validates_both():
 def test_a_budget_too_small_for_the_minimum_is_refused_with_what_it_needs():
     with pytest.raises(ConfigError, match=r"buys 9 epochs .* at least 3 min"):
         decide(60, [THREE_D], n_folds=1, val_every=5, min_epochs=20, converged_epochs=100)
-
-
-def test_no_budget_plans_no_budget_and_keeps_the_epochs():
-    params = repo_params()
-    plan = make_plan(hippocampus_fingerprint(), params, cuda_available=False)
-    training = training_plan(plan, params, hippocampus_fingerprint(), 176, 44, 3)
-    assert training == TrainingPlan()
-    resolved = resolve_params(params, plan)
-    assert configuration_params(resolved, plan, training, "3d") is resolved
-
-
-@pytest.mark.slow  # times real training steps of the Hippocampus networks, 3d and 2d (~15 s)
-def test_a_budget_is_measured_on_the_planned_networks_and_decides_the_epochs(tmp_path):
-    params = repo_params({"train": {"budget": "3m", "budget_min_epochs": 1, "device": "cpu"}})
-    plan = make_plan(hippocampus_fingerprint(), params, cuda_available=False)
-    training = training_plan(plan, params, hippocampus_fingerprint(), 176, 44, 3)
-
-    budget = training.budget
-    assert budget.configurations == ["3d"] and budget.folds == [0]  # 3 min: 2d cannot converge beside it
-    assert set(budget.costs) == {"3d", "2d"} and training.slice_configuration.slice_axis == 0
-    assert training.slice_configuration.iterations_per_epoch == 44  # the 3d configuration's steps: 176 cases / 4
-    assert all(cost["epoch_s"] > 0 and cost["validation_s"] > 0 for cost in budget.costs.values())
-    assert budget.predicted_total_minutes <= 3.0
-    trained = configuration_params(resolve_params(params, plan), plan, training, "3d")
-    assert trained.train.epochs == budget.epochs != params.train.epochs
-    training.save(tmp_path / "training.json")
-    assert TrainingPlan.load(tmp_path / "training.json") == training
 
 
 def test_a_budget_that_would_train_every_fold_says_so():

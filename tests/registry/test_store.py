@@ -393,6 +393,8 @@ def make_register_project(root: Path) -> None:
                                          "kept": [f"c{i}" for i in range(1, 9)],
                                          "decision": {"stop": False, "reasons": [], "strict": False}})
     write_json(paths.plan, {})
+    write_json(paths.training_plan, {})  # no budget: the native configuration only
+    write_json(paths.configuration_choice, {"selected": "3d", "dice_mean": {"3d": 0.8}, "reason": "the only one"})
     write_json(paths.fingerprint, {"n_cases": 8, "min_shape": [16, 16, 16], "max_shape": [16, 16, 16],
                                    "min_spacing": [1.0, 1.0, 1.0], "max_spacing": [1.0, 1.0, 1.0],
                                    "spatial_dims": 3, "n_channels": 1, "labels": {"0": "background", "1": "x"}})

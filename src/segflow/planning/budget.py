@@ -10,26 +10,16 @@ stages are fixed before the plan runs): the budget is shared among them.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
-from segflow.config import ConfigError
+from segflow.config import ConfigError, parse_duration
 
 MAX_EPOCHS = 1000  # nnU-Net's fixed budget: beyond it a model has long converged
-_UNITS = {"h": 3600.0, "m": 60.0, "min": 60.0, "s": 1.0}
-_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(h|min|m|s)")
 
 
 def parse_budget(text: str) -> float:
-    """Seconds of a budget spelled like `20m`, `8h`, `1h30m`, `90s`; a ValueError says the rule."""
-    spelled = str(text).strip().lower()
-    parts = _PART.findall(spelled)
-    if not parts or _PART.sub("", spelled).strip():
-        raise ValueError(f"train.budget {text!r} is not a duration: write it as e.g. 20m, 8h, 1h30m or 90s")
-    seconds = sum(float(value) * _UNITS[unit] for value, unit in parts)
-    if seconds <= 0:
-        raise ValueError(f"train.budget {text!r} is not a positive duration")
-    return seconds
+    """Seconds of train.budget (`20m`, `8h`, `1h30m`, `90s`)."""
+    return parse_duration(text, "train.budget")
 
 
 def describe_minutes(seconds: float) -> str:

@@ -44,9 +44,9 @@ def configuration_params(resolved: Params, plan: Plan, training: TrainingPlan, n
     return parse_params(raw, source=f"params.yaml ({name} configuration)")
 
 
-def planned_configurations(plan: Plan, training: TrainingPlan) -> list[str]:
+def planned_configurations(training: TrainingPlan, spatial_dims: int) -> list[str]:
     """The configurations training follows: the budget's choice, else the native one alone."""
-    return list(training.budget.configurations) if training.budget else [native_name(plan.spatial_dims)]
+    return list(training.budget.configurations) if training.budget else [native_name(spatial_dims)]
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import os
 from contextlib import nullcontext
 from pathlib import Path
 
-STAGES = ("ingest", "validate", "plan", "preprocess", "train", "evaluate", "register", "report")
+STAGES = ("ingest", "validate", "plan", "preprocess", "budget", "train", "evaluate", "register", "report")
 PER_FOLD = ("train",)  # dvc.yaml runs these once per fold in split.folds (`foreach`)
 PLANNED = ("preprocess", "train", "evaluate", "register")  # read params with the plan's values
 

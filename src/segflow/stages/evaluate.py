@@ -192,7 +192,7 @@ def overlay_predictions(params: Params, paths: Paths, per_case: pd.DataFrame, ca
 
     cache = PreprocessedCache(paths.preprocessed)
     plan = Plan.load(paths.plan)
-    configurations = planned_configurations(plan, TrainingPlan.load(paths.training_plan))
+    configurations = planned_configurations(TrainingPlan.load(paths.training_plan), plan.spatial_dims)
     for fold in sorted({fold_of(per_case, c) for c in case_ids}):
         models = FoldModels(paths, fold, configurations, native_name(plan.spatial_dims))
         regions = Regions.of(models.native.info.get("regions"))
@@ -242,7 +242,7 @@ def postprocessing_rule(params: Params) -> Rule:
 def run(params: Params, paths: Paths, tracker=None) -> tuple[dict, pd.DataFrame, dict, Selection]:
     spacing = PreprocessedCache(paths.preprocessed).entries()
     plan = Plan.load(paths.plan)
-    configurations = planned_configurations(plan, TrainingPlan.load(paths.training_plan))
+    configurations = planned_configurations(TrainingPlan.load(paths.training_plan), plan.spatial_dims)
     native = native_name(plan.spatial_dims)
     rows: dict[str, list[dict]] = {}
     for fold in params.split.held_out:  # fold all holds no case out: its numbered folds estimate it

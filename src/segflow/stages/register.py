@@ -27,7 +27,7 @@ from segflow.models.model_file import ModelFile, ensemble, load_model_file, save
 from segflow.paths import Paths
 from segflow.planning.configurations import ENSEMBLE, native_name, planned_configurations
 from segflow.planning.fingerprint import training_ranges_from_fingerprint
-from segflow.planning.plan import Plan, TrainingPlan
+from segflow.planning.plan import TrainingPlan
 from segflow.registry.catalog import Catalog, dataset_key, project_dataset
 from segflow.registry.model_card import model_card
 from segflow.registry.promotion import challenge
@@ -60,14 +60,14 @@ def gate(metrics: dict, floor: float | str, fingerprint: dict, dataset: str = ""
     return passed, f"mean Dice {dice:.4f} {'meets' if passed else 'is below'} register.min_mean_dice {floor:.4f}{where}"
 
 
-def shipped_configurations(paths: Paths) -> list[str]:
+def shipped_configurations(params: Params, paths: Paths) -> list[str]:
     """The configuration(s) evaluate selected: one, or every trained one for their ensemble."""
     selected = read_json(paths.configuration_choice)["selected"]
-    return trained_configurations(paths) if selected == ENSEMBLE else [selected]
+    return trained_configurations(params, paths) if selected == ENSEMBLE else [selected]
 
 
-def trained_configurations(paths: Paths) -> list[str]:
-    return planned_configurations(Plan.load(paths.plan), TrainingPlan.load(paths.training_plan))
+def trained_configurations(params: Params, paths: Paths) -> list[str]:
+    return planned_configurations(TrainingPlan.load(paths.training_plan), params.model.spatial_dims)
 
 
 def shipped_folds(params: Params) -> list:
@@ -78,7 +78,7 @@ def shipped_folds(params: Params) -> list:
 
 def fold_ensemble(params: Params, paths: Paths, configuration: str) -> ModelFile:
     """A configuration's shipped fold models as one model file (their probabilities averaged)."""
-    native = native_name(Plan.load(paths.plan).spatial_dims)
+    native = native_name(params.model.spatial_dims)
     own = paths.of_configuration(None if configuration == native else configuration)
     return ensemble([load_model_file(own.model_for(fold)) for fold in shipped_folds(params)])
 
@@ -88,7 +88,7 @@ def build_ensemble(params: Params, paths: Paths, dest: Path) -> dict:
     ensemble), as one model file at `dest` with the postprocessing chosen on validation and the
     training cases' shape and spacing ranges (predict flags inputs far outside)."""
     decision = read_json(paths.postprocessing)
-    first, *others = [fold_ensemble(params, paths, name) for name in shipped_configurations(paths)]
+    first, *others = [fold_ensemble(params, paths, name) for name in shipped_configurations(params, paths)]
     ranges = training_ranges_from_fingerprint(read_json(paths.fingerprint))
     bundle = replace(with_companions(first, others), postprocessing=decision,
                      info={**first.info, "training_ranges": ranges})
@@ -142,9 +142,8 @@ def compute_record(params: Params, paths: Paths) -> list[dict]:
     """What training each fold of each configuration cost (from train's summaries), beside what
     the budget plan predicted (train.budget)."""
     keys = ("fold", "device", "epochs", "seconds", "seconds_per_epoch", "peak_rss_mb", "processes", "predicted_seconds")
-    plan = Plan.load(paths.plan)
-    native, record = native_name(plan.spatial_dims), []
-    for name in trained_configurations(paths):
+    native, record = native_name(params.model.spatial_dims), []
+    for name in trained_configurations(params, paths):
         own = paths.of_configuration(None if name == native else name)
         summaries = [TrainSummary.load(own.train_summary_for(f)) for f in params.split.folds]
         record += [{"configuration": name, **{k: getattr(s, k) for k in keys}} for s in summaries]

@@ -35,7 +35,7 @@ def train_configurations(params: Params, paths: Paths, tracker=None) -> dict:
     DVC show as the stage's), the others' under their names. The W&B run follows the native one's
     epochs; the others' summaries reach it at the end."""
     plan, training = Plan.load(paths.plan), TrainingPlan.load(paths.training_plan)
-    names, native = planned_configurations(plan, training), native_name(plan.spatial_dims)
+    names, native = planned_configurations(training, plan.spatial_dims), native_name(plan.spatial_dims)
     summaries = {}
     for name in names:
         own = paths.of_configuration(None if name == native else name)
