@@ -37,6 +37,8 @@ from segflow.orchestration.progress import TrainProgressRelay, polling, prefect_
 from segflow.orchestration.workspace import file_restored, require_committed, workspace_lock
 from segflow.overrides import apply_overrides
 from segflow.paths import Paths
+from segflow.planning.configurations import planned_epochs
+from segflow.planning.plan import TrainingPlan
 from segflow.processes.commands import CommandFailed, dvc, run_command
 from segflow.stages import STAGES
 
@@ -58,9 +60,9 @@ def run_stage(stage: str, root: Path, group: str, upstream: bool = False) -> str
 @task(name="dvc-stage", task_run_name="train")
 def train_here(root: Path, group: str) -> str:
     """`dvc repro train` (its folds one after another), relaying their progress to the flow run."""
-    params = load_params(root / "params.yaml")
-    relay = TrainProgressRelay(Paths(root), params.split.folds, params.train.epochs,
-                               prefect_reporter("train: epochs done over all folds"))
+    params, paths = load_params(root / "params.yaml"), Paths(root)
+    epochs = planned_epochs(TrainingPlan.load(paths.training_plan), params.train.epochs)  # the budget stage ran
+    relay = TrainProgressRelay(paths, params.split.folds, epochs, prefect_reporter("train: epochs done over all folds"))
     with polling(relay.poll, PROGRESS_POLL_S):
         output = repro(handoff.TRAIN, root, group)
     relay.done()

@@ -341,11 +341,12 @@ def tiny_project(tiny_project_template, tmp_path) -> Path:
 
 @pytest.fixture(scope="session")
 def preprocessed_template(tiny_project_template, tmp_path_factory) -> Path:
-    """The tiny project run up to the preprocessed cache (`dvc repro preprocess`), once per session;
-    train-stage tests start from a copy of it (`preprocessed_project`)."""
+    """The tiny project run up to the preprocessed cache and the training plan (`dvc repro
+    preprocess budget`), once per session; train-stage tests start from a copy of it
+    (`preprocessed_project`)."""
     dest = tmp_path_factory.mktemp("preprocessed") / "project"
     shutil.copytree(tiny_project_template, dest, symlinks=True)
-    run([str(BIN / "dvc"), "repro", "preprocess"], dest)
+    run([str(BIN / "dvc"), "repro", "preprocess", "budget"], dest)
     return dest
 
 

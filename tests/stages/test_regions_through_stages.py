@@ -33,7 +33,7 @@ def project(tmp_path_factory, project_env):
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     write_nnunet_v2_dataset(root / "data/Dataset009_Regions", n_cases=8, ending=".nii.gz", n_test=1,
                             labels=REGION_LABELS, regions_class_order=[1, 2])
-    for stage in ("ingest", "validate", "plan", "preprocess"):
+    for stage in ("ingest", "validate", "plan", "preprocess", "budget"):
         run_stage(stage, root)
     run_stage("train", root, fold=0)
     run_stage("evaluate", root)

@@ -27,7 +27,7 @@ def configuration_params(resolved: Params, plan: Plan, training: TrainingPlan, n
     native configuration as planned, `2d` with the 2D network slice-wise, a one-slice patch and
     its own batch."""
     raw = resolved.model_dump(by_alias=True)
-    if training.budget is not None:
+    if training.budget is not None:  # the budget's epochs; train.epochs otherwise (left as it is)
         raw["train"] = {**raw["train"], "epochs": training.budget.epochs}
     if name != native_name(plan.spatial_dims):
         slices = training.slice_configuration
@@ -47,6 +47,11 @@ def configuration_params(resolved: Params, plan: Plan, training: TrainingPlan, n
 def planned_configurations(training: TrainingPlan, spatial_dims: int) -> list[str]:
     """The configurations training follows: the budget's choice, else the native one alone."""
     return list(training.budget.configurations) if training.budget else [native_name(spatial_dims)]
+
+
+def planned_epochs(training: TrainingPlan, epochs: int) -> int:
+    """Epochs per model: the budget's, else train.epochs (`epochs`)."""
+    return training.budget.epochs if training.budget else epochs
 
 
 @dataclass(frozen=True)

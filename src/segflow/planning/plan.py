@@ -67,7 +67,7 @@ class TrainingPlan(BaseModel):
     @classmethod
     def load(cls, path: Path | str) -> TrainingPlan:
         """Read training.json; a missing or invalid file is a `ConfigError` naming it."""
-        return load_json_model(cls, path, "training plan", "run the plan stage (dvc repro plan)")
+        return load_json_model(cls, path, "training plan", "run the budget stage (dvc repro budget)")
 
     def save(self, path: Path | str) -> None:
         write_json(path, self.model_dump(mode="json"))
