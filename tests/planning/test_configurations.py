@@ -88,7 +88,7 @@ def test_the_2d_configuration_trains_a_slice_wise_network_on_one_slice_patches()
 def test_without_a_budget_only_the_native_configuration_trains():
     plan = make_plan(hippocampus_fingerprint(), repo_params(), cuda_available=False)
     assert planned_configurations(TrainingPlan(), 3) == [native_name(3)] == ["3d"]
-    with pytest.raises(ValueError, match="no 2d configuration"):
+    with pytest.raises(ValueError, match="has no 2d configuration"):
         configuration_params(resolve_params(repo_params(), plan), plan, TrainingPlan(), "2d")
 
 

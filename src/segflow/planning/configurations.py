@@ -32,7 +32,7 @@ def configuration_params(resolved: Params, plan: Plan, training: TrainingPlan, n
     if name != native_name(plan.spatial_dims):
         slices = training.slice_configuration
         if name != SLICE or slices is None:
-            raise ValueError(f"the plan has no {name} configuration; rerun the plan stage")
+            raise ValueError(f"the training plan has no {name} configuration; rerun the budget stage")
         raw["model"] = {"name": plan.network, **slices.network_args, "spatial_dims": 3, SLICE_AXIS: slices.slice_axis}
         patch = list(slices.patch_size)
         patch.insert(slices.slice_axis, 1)
