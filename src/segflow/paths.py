@@ -13,9 +13,10 @@ class Paths:
     # files and checkpoints lie in their own folder of each fold; None: the native configuration's.
     configuration: str | None = None
 
-    def of_configuration(self, name: str | None) -> Paths:
-        """These paths for configuration `name` (None or the native one: the fold's own files)."""
-        return replace(self, configuration=name)
+    def of_configuration(self, name: str | None, native: str | None = None) -> Paths:
+        """These paths for configuration `name`; the native configuration (or None) has the fold's
+        own files."""
+        return replace(self, configuration=None if name == native else name)
 
     @property
     def artifacts(self) -> Path:

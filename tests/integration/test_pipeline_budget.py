@@ -47,7 +47,7 @@ def test_both_configurations_train_the_planned_epochs_and_say_their_minutes(budg
     index = json.loads(paths.configurations_index(0).read_text())
     assert index == {"native": "3d", "configurations": ["3d", "2d"]}
     for name in ("3d", "2d"):
-        own = paths.of_configuration(None if name == "3d" else name)
+        own = paths.of_configuration(name, "3d")
         summary = json.loads(own.train_summary_for(0).read_text())
         assert summary["epochs"] == budget["epochs"]
         assert summary["predicted_seconds"] == pytest.approx(budget["predicted_minutes"][name] * 60)

@@ -94,7 +94,7 @@ class FoldModels:
     configuration alone and, with more than one, their ensemble (the mean of their probabilities)."""
 
     def __init__(self, paths: Paths, fold: int, configurations: list[str], native: str):
-        self.bundles = {name: load_model_file(paths.of_configuration(None if name == native else name).model_for(fold))
+        self.bundles = {name: load_model_file(paths.of_configuration(name, native).model_for(fold))
                         for name in configurations}
         device = pick_device()
         self.nets = {name: bundle.build(device) for name, bundle in self.bundles.items()}

@@ -79,7 +79,7 @@ def shipped_folds(params: Params) -> list:
 def fold_ensemble(params: Params, paths: Paths, configuration: str) -> ModelFile:
     """A configuration's shipped fold models as one model file (their probabilities averaged)."""
     native = native_name(params.model.spatial_dims)
-    own = paths.of_configuration(None if configuration == native else configuration)
+    own = paths.of_configuration(configuration, native)
     return ensemble([load_model_file(own.model_for(fold)) for fold in shipped_folds(params)])
 
 
@@ -144,7 +144,7 @@ def compute_record(params: Params, paths: Paths) -> list[dict]:
     keys = ("fold", "device", "epochs", "seconds", "seconds_per_epoch", "peak_rss_mb", "processes", "predicted_seconds")
     native, record = native_name(params.model.spatial_dims), []
     for name in trained_configurations(params, paths):
-        own = paths.of_configuration(None if name == native else name)
+        own = paths.of_configuration(name, native)
         summaries = [TrainSummary.load(own.train_summary_for(f)) for f in params.split.folds]
         record += [{"configuration": name, **{k: getattr(s, k) for k in keys}} for s in summaries]
     return record

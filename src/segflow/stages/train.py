@@ -38,7 +38,7 @@ def train_configurations(params: Params, paths: Paths, tracker=None) -> dict:
     names, native = planned_configurations(training, plan.spatial_dims), native_name(plan.spatial_dims)
     summaries = {}
     for name in names:
-        own = paths.of_configuration(None if name == native else name)
+        own = paths.of_configuration(name, native)
         predicted = training.budget.predicted_minutes[name] * 60 if training.budget else None
         summaries[name] = train_fold(configuration_params(params, plan, training, name), own,
                                      tracker if name == native else None, plan, name, predicted)
