@@ -140,7 +140,7 @@ def test_a_trainer_over_budget_streams_patches_for_the_requested_steps(tmp_path,
 
 
 def test_auto_steps_are_one_pass_capped_at_nnunets_250():
-    from segflow.training.trainer import epoch_iterations
+    from segflow.training.loader import epoch_iterations
 
     assert epoch_iterations("auto", 176, 4, 1) == 44  # Hippocampus fold 0: one pass, as before
     assert epoch_iterations("auto", 5000, 2, 1) == 250

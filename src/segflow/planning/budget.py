@@ -31,9 +31,11 @@ class ConfigurationCost:
     """What training one model (a configuration on one fold) costs, as measured by the plan."""
 
     name: str
-    epoch_s: float  # the optimiser steps of one epoch
+    epoch_s: float  # the optimiser steps of one epoch, with the loader's batches
     validation_s: float  # one validation pass over the fold's validation cases
     startup_s: float = 0.0  # loading the fold's cases and building the model, once per model
+    step_s: float = 0.0  # what epoch_s was made of, per step: the network's step and
+    load_s: float = 0.0  # the loader's batch (the plan records both)
 
     def seconds(self, epochs: int, val_every: int) -> float:
         return self.startup_s + epochs * self.epoch_s + validations(epochs, val_every) * self.validation_s

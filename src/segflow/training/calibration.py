@@ -1,24 +1,30 @@
 """What an epoch costs on the planned device, measured at plan time, and the budget plan from it.
 
 A few optimiser steps of the planned network on a synthetic batch of the planned patch and batch
-size, through the trainer's own loop, and one validation pass over a synthetic case of the median
-shape: what `budget.decide` needs. Measured, not modelled, so the plan fits the machine it runs
+size, through the trainer's own loop; a few batches of the trainer's own loader (its patch
+sampling and augmentation) over a few of the fold's cached cases; and one validation pass over a
+synthetic case of the median shape: what `budget.decide` needs. Measured, not modelled, so the plan fits the machine it runs
 on; written into plan.json, so the training that follows is the same for a given plan.
 """
 
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 from segflow.config import AUTO, Params
-from segflow.planning.budget import ConfigurationCost, decide, describe_minutes, parse_budget
+from segflow.planning.budget import ConfigurationCost, decide, parse_budget
 from segflow.planning.plan import BudgetPlan, Plan, SliceConfiguration, TrainingPlan
 
 WARMUP_STEPS = 2  # oneDNN picks its kernels on the first steps
 TIMED_STEPS = 5
-# Patch sampling and augmentation in the training process (train.num_workers 0) on top of the
-# network's own step: the measured ratio of a real epoch to the synthetic steps (README, Budget).
-LOADER_OVERHEAD = 1.05
+# The loader's cost per batch is timed on real cached cases: augmentation of a 2d configuration's
+# 160 one-slice samples costs more than its network's step, and depends on the data.
+LOADING_CASES = 4
+WARMUP_BATCHES = 1  # the first batch seeds the transforms' random states (loader.Reseeder)
+TIMED_BATCHES = 3
+
+LoadingTimer = Callable[[Params], float]  # params (a configuration's) -> loader seconds per batch
 
 
 def synthetic_batch(params: Params, batch: int, shape: list[int], n_labels: int):
@@ -30,9 +36,36 @@ def synthetic_batch(params: Params, batch: int, shape: list[int], n_labels: int)
             "label": torch.randint(0, n_labels, (batch, 1, *shape), generator=generator)}
 
 
+def loading_timer(paths, train_ids: list[str], ignore_label: int | None) -> LoadingTimer:
+    """Times the trainer's loader (`loader.fold_loader`) for a configuration's params over the
+    first LOADING_CASES of the fold's training cases, held or streamed as training will."""
+
+    def seconds_per_batch(params: Params) -> float:
+        from segflow.data.cache import PreprocessedCache
+        from segflow.training.distributed import training_device
+        from segflow.training.loader import fits_in_memory, fold_loader
+
+        cache = PreprocessedCache(paths.preprocessed)
+        in_memory = fits_in_memory(cache, train_ids, params.train.cache_ram_gb)
+        batches = iter(fold_loader(params, cache, train_ids[:LOADING_CASES], ignore_label,
+                                   training_device(params.train.device), in_memory,
+                                   iterations=WARMUP_BATCHES + TIMED_BATCHES))
+        for _ in range(WARMUP_BATCHES):
+            next(batches)
+        start = time.perf_counter()
+        for _ in range(TIMED_BATCHES):
+            next(batches)
+        return (time.perf_counter() - start) / TIMED_BATCHES
+
+    return seconds_per_batch
+
+
 def measure_cost(params: Params, name: str, n_train: int, n_val: int, val_shape: list[int], n_labels: int,
-                 ignore_label: int | None = None, regions=None) -> ConfigurationCost:
-    """One model's cost per epoch for `params` (plan values in), timed on its training device."""
+                 load_s: float, ignore_label: int | None = None, regions=None) -> ConfigurationCost:
+    """One model's cost per epoch for `params` (plan values in), timed on its training device;
+    `load_s` is the loader's seconds per batch (`loading_timer`). With train.num_workers 0 the
+    loader runs between the steps; with workers it overlaps them and the slower of the two sets
+    the pace."""
     import torch
 
     from segflow.models.factory import build_network, network_dims
@@ -62,8 +95,9 @@ def measure_cost(params: Params, name: str, n_train: int, n_val: int, val_shape:
     loop.validate(net, [item], patch, outputs, amp, ignore_label, regions)  # its first pass picks kernels
     case_s = timed(lambda: loop.validate(net, [item], patch, outputs, amp, ignore_label, regions), device)
     iterations = epoch_iterations(cfg.iterations_per_epoch, n_train, cfg.batch_size, cfg.nproc_per_node)
-    return ConfigurationCost(name=name, epoch_s=round(iterations * step_s * LOADER_OVERHEAD, 3),
-                             validation_s=round(n_val * case_s, 3))
+    per_step = step_s + load_s if cfg.num_workers == 0 else max(step_s, load_s)
+    return ConfigurationCost(name=name, epoch_s=round(iterations * per_step, 3), validation_s=round(n_val * case_s, 3),
+                             step_s=round(step_s, 4), load_s=round(load_s, 4))
 
 
 def timed(work, device) -> float:
@@ -84,7 +118,8 @@ def plan_budget(params: Params, costs: list[ConfigurationCost], device: str) -> 
                       cfg.budget_converged_epochs, all_folds=params.split.n_folds)
     budget = BudgetPlan(budget=str(cfg.budget), budget_minutes=round(budget_s / 60, 2), epochs=decision.epochs,
                         folds=list(params.split.folds), configurations=decision.configurations,
-                        costs={c.name: {"epoch_s": c.epoch_s, "validation_s": c.validation_s} for c in costs},
+                        costs={c.name: {"epoch_s": c.epoch_s, "validation_s": c.validation_s, "step_s": c.step_s,
+                                        "load_s": c.load_s} for c in costs},
                         predicted_minutes={k: round(v / 60, 2) for k, v in decision.predicted_seconds.items()},
                         predicted_total_minutes=round(decision.predicted_total_s / 60, 2),
                         measured_on=device, reasons=decision.reasons)
@@ -95,12 +130,12 @@ def describe_budget(budget: BudgetPlan) -> list[str]:
     """The plan's budget lines for the console and the results page."""
     lines = [f"train.budget {budget.budget}: {budget.epochs} epochs per model, configurations "
              f"{budget.configurations}, folds {budget.folds}; predicted "
-             f"{describe_minutes(budget.predicted_total_minutes * 60)} (measured on {budget.measured_on})"]
+             f"{budget.predicted_total_minutes:.1f} min (measured on {budget.measured_on})"]
     return lines + [f"  {key}: {reason}" for key, reason in budget.reasons.items()]
 
 
 def training_plan(plan: Plan, params: Params, fingerprint: dict, n_train: int, n_val: int, n_labels: int,
-                  ignore_label: int | None = None, regions=None) -> TrainingPlan:
+                  time_loading: LoadingTimer, ignore_label: int | None = None, regions=None) -> TrainingPlan:
     """train.budget's decision (none without a budget). For 3D data the `2d` configuration is
     planned and timed too, and the budget decides whether it trains."""
     if params.train.budget is None:
@@ -122,8 +157,9 @@ def training_plan(plan: Plan, params: Params, fingerprint: dict, n_train: int, n
     candidates = TrainingPlan(slice_configuration=slices)
 
     def cost(name: str) -> ConfigurationCost:
-        return measure_cost(configuration_params(resolved, plan, candidates, name), name, n_train, n_val,
-                            plan.median_shape, n_labels, ignore_label, regions)
+        configured = configuration_params(resolved, plan, candidates, name)
+        return measure_cost(configured, name, n_train, n_val, plan.median_shape, n_labels, time_loading(configured),
+                            ignore_label, regions)
 
     costs = [cost(native_name(plan.spatial_dims))] + ([cost(SLICE)] if slices else [])
     budget = plan_budget(params, costs, f"{plan.device}, {threads_used()} threads")

@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from segflow.config import AUTO, MAX_AUTO_ITERATIONS
+from segflow.config import AUTO, MAX_AUTO_ITERATIONS, Params
+from segflow.data.cache import PreprocessedCache
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -185,6 +186,40 @@ def build_loader(items: list[dict], cached: list, random: list, batch_size: int,
     # list_data_collate flattens the one-element lists RandCropByPosNegLabeld returns.
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers, drop_last=False,
                       collate_fn=list_data_collate, pin_memory=pin_memory)
+
+
+# Bytes per voxel besides image and label that an in-memory case costs: MONAI's foreground and
+# background voxel indices (int64), which the patch sampler keeps per case.
+INDEX_BYTES_PER_VOXEL = 8
+
+
+def fits_in_memory(cache: PreprocessedCache, case_ids: list[str], budget_gb: float) -> bool:
+    """Whether these cases, held in memory as the CacheDataset holds them, stay within `budget_gb`."""
+    return cache.case_bytes(case_ids, INDEX_BYTES_PER_VOXEL) <= budget_gb * 2**30
+
+
+def fold_loader(params: Params, cache: PreprocessedCache, case_ids: list[str], ignore_label: int | None,
+                device: torch.device, in_memory: bool, iterations: int | None = None):
+    """This process's training loader over `case_ids`: its share of the global batch, the same
+    sample order for any world; the cases held in memory (`in_memory`) or read patch by patch.
+    An epoch is `iterations` steps (None: train.iterations_per_epoch)."""
+    from segflow.training import distributed as D
+    from segflow.transforms import build_streaming_transforms, build_training_transforms
+
+    cfg, world = params.train, D.world_size()
+    batch = D.per_rank_batch(cfg.batch_size, world)  # before loading any data
+    patch, dims = params.preprocess.patch_size, params.model.spatial_dims
+    if in_memory:
+        items = cache.load(case_ids)
+        cached, random = build_training_transforms(params.augment, patch, dims, ignore_label)
+    else:
+        items = [cache.file_item(case_id) for case_id in case_ids]
+        cached, random = [], build_streaming_transforms(params.augment, patch, dims)
+    if iterations is None:
+        iterations = epoch_iterations(cfg.iterations_per_epoch, len(items), batch, world)
+    return build_loader(items, cached, random, batch, seed=params.seed, rank=D.rank(), world=world,
+                        num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
+                        iterations=iterations, in_memory=in_memory)
 
 
 def seed_epoch(loader, seed: int, epoch: int) -> None:

@@ -23,7 +23,6 @@ from segflow.training import loader, loop
 from segflow.training.checkpoint import TrainState, config_fingerprint, resume_checkpoint, save_checkpoint
 from segflow.training.distributed import training_device
 from segflow.training.history import epoch_record, write_history
-from segflow.training.loader import epoch_iterations
 from segflow.training.progress import TrainProgress, fold_progress
 from segflow.training.summary import TrainSummary
 from segflow.training.usage import Stopwatch, peak_rss_mb
@@ -52,16 +51,6 @@ def class_names(paths: Paths, params: Params) -> dict[str, str]:
         raise StageFailed(f"dataset.json declares {outputs} {'regions' if splits.regions else 'labels'} but "
                           f"model.out_channels is {params.model.out_channels}; they must match")
     return splits.labels
-
-
-# Bytes per voxel besides image and label that an in-memory case costs: MONAI's foreground and
-# background voxel indices (int64), which the patch sampler keeps per case.
-INDEX_BYTES_PER_VOXEL = 8
-
-
-def fits_in_memory(cache: PreprocessedCache, case_ids: list[str], budget_gb: float) -> bool:
-    """Whether these cases, held in memory as the CacheDataset holds them, stay within `budget_gb`."""
-    return cache.case_bytes(case_ids, INDEX_BYTES_PER_VOXEL) <= budget_gb * 2**30
 
 
 def resume_fingerprint(params: Params, paths: Paths, train_ids: list[str], code_digest: dict[str, str]) -> str:
@@ -119,25 +108,11 @@ class Trainer:
         self.model = self.training_model()
 
     def build_loader(self, train_ids: list[str]):
-        """This process's loader: its share of the global batch, the same sample order for any
-        world; the cases in memory while they fit train.cache_ram_gb, else read patch by patch."""
-        from segflow.transforms import build_streaming_transforms, build_training_transforms
-
-        cfg, world = self.params.train, D.world_size()
-        batch = D.per_rank_batch(cfg.batch_size, world)  # before loading any data
+        """This process's loader over the fold's training cases (`fold_loader`), in memory while
+        they fit train.cache_ram_gb."""
         cache = PreprocessedCache(self.paths.preprocessed)
-        self.in_memory = fits_in_memory(cache, train_ids, cfg.cache_ram_gb)
-        patch, dims = self.params.preprocess.patch_size, self.params.model.spatial_dims
-        if self.in_memory:
-            items = cache.load(train_ids)
-            cached, random = build_training_transforms(self.params.augment, patch, dims, self.ignore_label)
-        else:
-            items = [cache.file_item(case_id) for case_id in train_ids]
-            cached, random = [], build_streaming_transforms(self.params.augment, patch, dims)
-        return loader.build_loader(items, cached, random, batch, seed=self.params.seed, rank=D.rank(), world=world,
-                                   num_workers=cfg.num_workers, pin_memory=self.device.type == "cuda",
-                                   iterations=epoch_iterations(cfg.iterations_per_epoch, len(items), batch, world),
-                                   in_memory=self.in_memory)
+        self.in_memory = loader.fits_in_memory(cache, train_ids, self.params.train.cache_ram_gb)
+        return loader.fold_loader(self.params, cache, train_ids, self.ignore_label, self.device, self.in_memory)
 
     def training_model(self) -> torch.nn.Module:
         """`net` in DDP under torchrun, compiled when train.compile; checkpoints and the model
