@@ -200,7 +200,7 @@ class TrainConfig(Section):
     # other configuration joins) from it (segflow.planning.budget). None: `epochs` as given.
     budget: str | None = None
     budget_min_epochs: int = Field(20, ge=1)  # a budget that buys fewer is refused
-    budget_converged_epochs: int = Field(60, ge=1)  # other configurations join only at this many
+    budget_converged_epochs: int = Field(150, ge=1)  # other configurations join only at this many
     batch_size: Annotated[int, Field(ge=1)] | Auto = AUTO
     # The plan sizes patch, batch and network for this device under this memory budget.
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when present at plan time
