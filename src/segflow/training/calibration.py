@@ -140,6 +140,9 @@ def training_plan(plan: Plan, params: Params, fingerprint: dict, n_train: int, n
     planned and timed too, and the budget decides whether it trains."""
     if params.train.budget is None:
         return TrainingPlan()
+    from monai.data import set_track_meta
+
+    set_track_meta(False)  # as the Trainer runs: MONAI's metadata tracking doubles the loader's time
     from segflow.planning.configurations import SLICE, configuration_params, native_name
     from segflow.planning.plan import resolve_params
     from segflow.planning.planner import plan_slice_configuration
