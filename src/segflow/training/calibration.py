@@ -9,6 +9,7 @@ on; written into plan.json, so the training that follows is the same for a given
 
 from __future__ import annotations
 
+import statistics
 import time
 from typing import Callable
 
@@ -17,12 +18,14 @@ from segflow.planning.budget import ConfigurationCost, decide, parse_budget
 from segflow.planning.plan import BudgetPlan, Plan, SliceConfiguration, TrainingPlan
 
 WARMUP_STEPS = 2  # oneDNN picks its kernels on the first steps
-TIMED_STEPS = 5
+# Each step and batch is timed on its own and the median kept: one slow step (another process, the
+# host) would otherwise be multiplied by every step of every epoch.
+TIMED_STEPS = 9
 # The loader's cost per batch is timed on real cached cases: augmentation of a 2d configuration's
 # 160 one-slice samples costs more than its network's step, and depends on the data.
 LOADING_CASES = 4
 WARMUP_BATCHES = 1  # the first batch seeds the transforms' random states (loader.Reseeder)
-TIMED_BATCHES = 3
+TIMED_BATCHES = 5
 
 LoadingTimer = Callable[[Params], float]  # params (a configuration's) -> loader seconds per batch
 
@@ -52,10 +55,7 @@ def loading_timer(paths, train_ids: list[str], ignore_label: int | None) -> Load
                                    iterations=WARMUP_BATCHES + TIMED_BATCHES))
         for _ in range(WARMUP_BATCHES):
             next(batches)
-        start = time.perf_counter()
-        for _ in range(TIMED_BATCHES):
-            next(batches)
-        return (time.perf_counter() - start) / TIMED_BATCHES
+        return median_seconds(lambda: next(batches), TIMED_BATCHES)
 
     return seconds_per_batch
 
@@ -87,8 +87,8 @@ def measure_cost(params: Params, name: str, n_train: int, n_val: int, val_shape:
     scaler = torch.amp.GradScaler(device.type, enabled=amp)
     batch = synthetic_batch(params, cfg.batch_size, patch, n_labels)
     loop.train_epoch(net, [batch] * WARMUP_STEPS, loss_fn, optimizer, scaler, device, amp)
-    step_s = timed(lambda: loop.train_epoch(net, [batch] * TIMED_STEPS, loss_fn, optimizer, scaler, device, amp),
-                   device) / TIMED_STEPS
+    step_s = median_seconds(lambda: loop.train_epoch(net, [batch], loss_fn, optimizer, scaler, device, amp),
+                            TIMED_STEPS, device)
     case = synthetic_batch(params, 1, val_shape, n_labels)
     item = {"image": case["image"][0].numpy(), "label": case["label"][0].numpy()}
     outputs = params.model.network_args()["out_channels"]
@@ -100,14 +100,19 @@ def measure_cost(params: Params, name: str, n_train: int, n_val: int, val_shape:
                              step_s=round(step_s, 4), load_s=round(load_s, 4))
 
 
-def timed(work, device) -> float:
+def timed(work, device=None) -> float:
     import torch
 
     start = time.perf_counter()
     work()
-    if device.type == "cuda":
+    if device is not None and device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start
+
+
+def median_seconds(work, times: int, device=None) -> float:
+    """The median wall-clock of `times` calls of `work`."""
+    return statistics.median(timed(work, device) for _ in range(times))
 
 
 def plan_budget(params: Params, costs: list[ConfigurationCost], device: str) -> BudgetPlan:
