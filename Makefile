@@ -48,11 +48,16 @@ run: data
 repro: setup
 	$(BIN)/dvc repro
 
+# Tests run in TEST_WORKERS processes (pytest-xdist), a module's tests in one process so its
+# module fixtures (a Prefect server, a trained project) are built once; 1 runs them in this process.
+TEST_WORKERS ?= 2
+PYTEST := $(BIN)/python -m pytest $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadscope)
+
 test: lint
-	$(BIN)/python -m pytest
+	$(PYTEST)
 
 test-fast: setup
-	$(BIN)/python -m pytest -m "not slow and not integration"
+	$(PYTEST) -m "not slow and not integration"
 
 lint: setup
 	$(BIN)/ruff check src tests flows bench
