@@ -32,12 +32,22 @@ def test_overrides_set_nested_keys_lists_and_keep_comments(params_file):
     ("train.epochz=3", "train.epochz"),          # a typo'd key
     ("train.epochs=many", "train.epochs"),       # breaks the typed config
     ("train.epochs", "not key=value"),           # no value at all
+    ("~", "not key=value"),                      # a deletion of nothing
 ])
 def test_a_bad_override_is_a_config_error_and_params_yaml_is_untouched(params_file, override, named):
     before = params_file.read_bytes()
     with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
         apply_overrides(params_file, ["train.val_every=2", override])
     assert params_file.read_bytes() == before
+
+
+def test_hydra_adds_and_removes_keys_as_dvc_exp_run_does(params_file):
+    apply_overrides(params_file, ["model.name=AttentionUnet", "~model.num_res_units", "~model.norm",
+                                  "+model.kernel_size=3"])
+    model = load_params(params_file).model
+    assert model.name == "AttentionUnet"
+    assert "num_res_units" not in model.network_args() and "norm" not in model.network_args()
+    assert model.network_args()["kernel_size"] == 3
 
 
 def test_no_overrides_leave_the_file_byte_for_byte(params_file):
