@@ -544,23 +544,25 @@ def plot_curve(report: dict, path: Path) -> None:
 
 
 def sweep_row(report: dict) -> dict:
-    """One budget's line: out-of-fold Dice with CI, wall clock, predicted and measured training."""
-    dice, budget = report["accuracy"]["dice_mean"], report["budget"] or {}
+    """One budget's line: out-of-fold Dice with CI (mean and per class: ISBI's membrane Dice is its
+    pixel F-score), wall clock, predicted and measured training."""
+    accuracy, budget = report["accuracy"], report["budget"] or {}
     total = report["timing"]["total_seconds"]
-    return {**budget, "dice_mean": dice, "pipeline_minutes": round(total / 60, 2) if total else None,
-            "git_commit": report.get("git_commit")}
+    return {**budget, "dice_mean": accuracy["dice_mean"], "classes": accuracy["classes"],
+            "pipeline_minutes": round(total / 60, 2) if total else None, "git_commit": report.get("git_commit")}
 
 
 def format_sweep(sweep: dict) -> str:
     lines = [f"segflow budget sweep, {sweep['created']}, {sweep['machine']['cpu']}",
              "budget | epochs | configurations | selected | mean Dice [95% CI] | training min predicted / "
-             "measured (error) | pipeline min"]
+             "measured (error) | pipeline min | Dice per class"]
     for row in sweep["rows"]:
         dice, selection = row["dice_mean"], row.get("selection") or {}
         lines.append(f"{row.get('budget')} | {row.get('epochs')} | {row.get('configurations')} | "
                      f"{selection.get('selected')} | {dice['mean']:.4f} [{dice['low']:.4f}, {dice['high']:.4f}] | "
                      f"{row.get('predicted_training_minutes')} / {row.get('measured_training_minutes')} "
-                     f"({100 * (row.get('prediction_error') or 0):+.1f}%) | {row.get('pipeline_minutes')}")
+                     f"({100 * (row.get('prediction_error') or 0):+.1f}%) | {row.get('pipeline_minutes')} | "
+                     + ", ".join(f"{name} {ci['mean']:.4f}" for name, ci in (row.get("classes") or {}).items()))
     return "\n".join(lines)
 
 

@@ -69,8 +69,7 @@ def train_network(args: argparse.Namespace, network: str) -> tuple[dict, Path | 
         report = measure(run_args, overrides)
     except BenchError as error:
         return {"network": network, "overrides": overrides, "failed": str(error)}, None
-    row = {"network": network, "overrides": overrides, **sweep_row(report),
-           "classes": report["accuracy"]["classes"], "settings": report["settings"]}
+    row = {"network": network, "overrides": overrides, **sweep_row(report), "settings": report["settings"]}
     return row, copy_record(workdir, args.workdir / "records" / network)
 
 

@@ -154,8 +154,10 @@ def test_a_budgeted_run_reports_its_decision_beside_the_measured_minutes(tmp_pat
     report = accuracy.build_report(project, None, 600.0)
     row = accuracy.sweep_row(report)
     assert row["budget"] == "5m" and row["pipeline_minutes"] == 10.0
+    assert set(row["classes"]) == {"anterior", "posterior"}  # per class: ISBI's membrane F-score
     sweep = {"created": "now", "machine": {"cpu": "test cpu"}, "rows": [row]}
     assert "5m | 4 | ['3d', '2d'] | 3d | " in accuracy.format_sweep(sweep)
+    assert "anterior 0." in accuracy.format_sweep(sweep)
     accuracy.plot_sweep(sweep, tmp_path / "sweep.png")
     assert (tmp_path / "sweep.png").stat().st_size > 0
 

@@ -106,6 +106,25 @@ def test_a_slice_wise_network_is_its_2d_network_on_every_slice(axis):
             torch.testing.assert_close(out.select(2 + axis, index), alone, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("axis", [0, 2])
+def test_a_slice_wise_network_keeps_its_deep_supervision_heads_in_training(axis):
+    args = {"spatial_dims": 3, "slice_axis": axis, "in_channels": 1, "out_channels": 2,
+            "kernel_size": [3, 3, 3], "strides": [1, 2, 2], "upsample_kernel_size": [2, 2],
+            "filters": [4, 8, 16], "deep_supervision": True, "deep_supr_num": 1}
+    torch.manual_seed(0)
+    net = build_network("DynUNet", args)
+    volume = torch.randn(2, 1, 8, 8, 8)
+    heads = net.train()(volume)
+    assert heads.shape == (2, 2, 2, 8, 8, 8)  # (B, main + 1 head, C, *spatial)
+    slice_heads = net.net(volume.select(2 + axis, 3))  # (B, 2, C, 8, 8)
+    torch.testing.assert_close(heads.select(3 + axis, 3), slice_heads, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        main = net.eval()(volume)
+        assert main.shape == (2, 2, 8, 8, 8)
+        torch.testing.assert_close(main.select(2 + axis, 3), net.net(volume.select(2 + axis, 3)),
+                                   rtol=1e-5, atol=1e-5)
+
+
 def test_the_2d_batch_carries_the_voxels_of_the_3d_batch():
     params = repo_params()
     plan = make_plan(hippocampus_fingerprint(), params, cuda_available=False)

@@ -118,7 +118,9 @@ def slice_wise_class() -> type:
             moved = x.movedim(dim, 1)  # (B, S, C, *plane)
             batch, slices = moved.shape[:2]
             out = self.net(moved.reshape(batch * slices, *moved.shape[2:]))
-            return out.reshape(batch, slices, *out.shape[1:]).movedim(1, dim)
+            # Deep-supervision heads in training add a dim after the batch: (B*S, heads, C, *plane).
+            heads = out.ndim - (moved.ndim - 1)
+            return out.reshape(batch, slices, *out.shape[1:]).movedim(1, dim + heads)
 
     return SliceWise
 
