@@ -50,6 +50,23 @@ def test_a_budget_is_measured_on_the_planned_networks_and_decides_the_epochs(tmp
     assert TrainingPlan.load(tmp_path / "training.json") == training
 
 
+@pytest.mark.slow  # times real training steps of the Hippocampus 3d network (~5 s)
+def test_a_budget_too_small_for_the_network_is_refused_before_the_2d_configuration_is_timed():
+    from segflow.config import ConfigError
+
+    params = repo_params({"train": {"budget": "1m", "budget_min_epochs": 10_000, "device": "cpu"}})
+    plan = make_plan(hippocampus_fingerprint(), params, cuda_available=False)
+    timed = []
+
+    def recording_loader(configured):
+        timed.append(configured.preprocess.patch_size)
+        return 0.001
+
+    with pytest.raises(ConfigError, match="under train.budget_min_epochs 10000; give at least"):
+        training_plan(plan, params, hippocampus_fingerprint(), 176, 44, 3, recording_loader)
+    assert timed == [plan.patch_size]  # the 3d configuration only
+
+
 def test_the_loading_timer_times_the_trainers_own_loader_on_cached_cases(tmp_path, synthetic_cache):
     from segflow.paths import Paths
 

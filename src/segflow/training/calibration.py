@@ -169,7 +169,9 @@ def training_plan(plan: Plan, params: Params, fingerprint: dict, n_train: int, n
         return measure_cost(configured, name, n_train, n_val, plan.median_shape, n_labels, time_loading(configured),
                             ignore_label, regions)
 
-    costs = [cost(native_name(plan.spatial_dims))] + ([cost(SLICE)] if slices else [])
+    native = cost(native_name(plan.spatial_dims))
+    plan_budget(params, [native], "")  # a native configuration the budget cannot train is refused before
+    costs = [native] + ([cost(SLICE)] if slices else [])  # the 2d one is timed (as long again)
     budget = plan_budget(params, costs, f"{plan.device}, {threads_used()} threads")
     return TrainingPlan(budget=budget, slice_configuration=slices)
 
