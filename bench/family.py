@@ -47,11 +47,11 @@ NETWORKS: dict[str, list[str]] = {
 def copy_record(project: Path, dest: Path) -> Path:
     """The project's evaluate and register outputs in the folder form `segflow compare` reads."""
     from segflow.paths import Paths
+    from segflow.reporting.compare import METRICS, MODEL, PER_CASE
 
     paths = Paths(project)
     dest.mkdir(parents=True, exist_ok=True)
-    for source, name in ((paths.per_case, "per_case.csv"), (paths.metrics, "metrics.json"),
-                         (paths.ensemble, "model.pt")):
+    for source, name in ((paths.per_case, PER_CASE), (paths.metrics, METRICS), (paths.ensemble, MODEL)):
         if source.is_file():
             shutil.copy2(source, dest / name)
     return dest
