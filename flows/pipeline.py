@@ -5,7 +5,9 @@ segflow.orchestration. Every stage runs through `dvc repro`, so caching is exact
 
 Run switches (flow parameters), never a second copy of params.yaml:
   dispatch         False: train here. True: one `segflow-train-job` run per fold on the GPU pool
-                   (run_deployment), handed off through git and the DVC remote.
+                   (run_deployment), handed off through git and the DVC remote; with a
+                   train.budget, the budget stage first runs there too (`segflow-budget-job`), so
+                   the epochs are measured on the device that trains.
   overrides        params.yaml overrides as `dvc exp run -S` takes them: ["train.epochs=2"].
   rev              git revision to check out first (refused when tracked files are modified).
 
@@ -43,12 +45,13 @@ from segflow.processes.commands import CommandFailed, dvc, run_command
 from segflow.stages import STAGES
 
 TRAIN_DEPLOYMENT = "segflow-train-job/gpu"
+BUDGET_DEPLOYMENT = "segflow-budget-job/gpu"
 AFTER_TRAIN = STAGES[STAGES.index(handoff.TRAIN) + 1:]
 NETWORK_RETRIES = network_retries()
 
 
-class TrainJobFailed(RuntimeError):
-    """A dispatched train job did not complete; the message carries the job's own error."""
+class JobFailed(RuntimeError):
+    """A dispatched job did not complete; the message carries the job's own error."""
 
 
 @task(name="dvc-stage", task_run_name="{stage}")
@@ -109,29 +112,29 @@ def restore_workspace(root: Path) -> str:
     return "restored"
 
 
-@task(name="push-train-inputs", **NETWORK_RETRIES)
-def push_train_inputs(root: Path) -> None:
-    handoff.push_train_inputs(root)
+@task(name="push-job-inputs", task_run_name="push {stage}'s inputs", **NETWORK_RETRIES)
+def push_job_inputs(root: Path, stage: str) -> None:
+    handoff.push_job_inputs(root, stage)
 
 
-@task(name="train-job", task_run_name="train@{fold} job")
-def dispatch_train_job(request: dict, fold: int, deployment: str, job_variables: dict) -> dict:
-    """One train job on the GPU pool; its failure fails this task with the job's own error.
+@task(name="job", task_run_name="{name} job")
+def dispatch_job(deployment: str, parameters: dict, job_variables: dict, name: str) -> dict:
+    """One job on the GPU pool; its failure fails this task with the job's own error.
     (run_deployment's own timeout bounds the wait: a task timeout cannot stop a worker thread.)"""
-    job = run_deployment(deployment, parameters={"request": request, "fold": fold}, job_variables=job_variables,
-                         flow_run_name=f"train@{fold}-{request['rev'][:8]}", timeout=TRAIN_TIMEOUT_S)
+    job = run_deployment(deployment, parameters=parameters, job_variables=job_variables,
+                         flow_run_name=f"{name}-{parameters['request']['rev'][:8]}", timeout=TRAIN_TIMEOUT_S)
     state = job.state
     if state is None or not state.is_final():
-        raise TrainJobFailed(f"train job {job.name} ({job.id}) for fold {fold} did not finish within "
-                             f"{TRAIN_TIMEOUT_S} s (state {state.name if state else 'unknown'})")
+        raise JobFailed(f"{name} job {job.name} ({job.id}) did not finish within "
+                        f"{TRAIN_TIMEOUT_S} s (state {state.name if state else 'unknown'})")
     if not state.is_completed():
-        raise TrainJobFailed(f"train job {job.name} ({job.id}) for fold {fold} ended {state.name}: {state.message}")
+        raise JobFailed(f"{name} job {job.name} ({job.id}) ended {state.name}: {state.message}")
     return state.result()
 
 
-@task(name="adopt-train-result", task_run_name="adopt {result[stage]}", **NETWORK_RETRIES)
-def adopt_train_result(root: Path, result: dict) -> None:
-    handoff.adopt_train_result(root, result)
+@task(name="adopt-job-result", task_run_name="adopt {result[stage]}", **NETWORK_RETRIES)
+def adopt_job_result(root: Path, result: dict) -> None:
+    handoff.adopt_job_result(root, result)
 
 
 @task(name="push-results", **NETWORK_RETRIES)
@@ -160,23 +163,34 @@ def sync_wandb() -> str:
     return run_command([sys.executable, "-m", "wandb", "sync", "--sync-all"], wandb_dir, "wandb sync")
 
 
+def budget_on_the_pool(root: Path, overrides: list[str], deployment: str) -> None:
+    """The budget stage as a job where training runs, its decision adopted here."""
+    push_job_inputs(root, handoff.BUDGET)
+    request = handoff.job_request(root, overrides, handoff.BUDGET)
+    result = dispatch_job(deployment, {"request": request}, handoff.budget_job_variables(), handoff.BUDGET)
+    adopt_job_result(root, result)
+    get_run_logger().info("budget measured on the pool: %s", result["summary"].get("budget"))
+
+
 def train_here_or_dispatch(root: Path, group: str, dispatch: bool, overrides: list[str], deployment: str) -> None:
     if not dispatch:
         train_here(root, group)
         return
-    push_train_inputs(root)
-    request = handoff.train_job_request(root, overrides)
+    push_job_inputs(root, handoff.TRAIN)
+    request = handoff.job_request(root, overrides, handoff.TRAIN)
     job_variables = handoff.train_job_variables(root)
     folds = load_params(root / "params.yaml").split.folds
-    jobs = [dispatch_train_job.submit(request, fold, deployment, job_variables) for fold in folds]  # in parallel
+    jobs = [dispatch_job.submit(deployment, {"request": request, "fold": fold}, job_variables, handoff.train_stage(fold))
+            for fold in folds]  # in parallel
     for job in jobs:
-        adopt_train_result(root, job.result())
+        adopt_job_result(root, job.result())
 
 
 # The metrics it returns persist, so a scheduled run's outcome can be read back through the API.
 @flow(name="segflow-pipeline", log_prints=True, persist_result=True)
 def segflow_pipeline(project_dir: str = ".", dispatch: bool = False, overrides: list[str] | None = None,
                      rev: str | None = None, train_deployment: str = TRAIN_DEPLOYMENT,
+                     budget_deployment: str = BUDGET_DEPLOYMENT,
                      wait_for_workspace_s: float = 3600, sync_wandb_runs: bool = False) -> dict:
     """Run the pipeline in `project_dir`; returns the evaluation metrics."""
     root = Path(project_dir).resolve()
@@ -195,8 +209,12 @@ def segflow_pipeline(project_dir: str = ".", dispatch: bool = False, overrides: 
             if dispatch:
                 handoff.check_dispatchable(root)
             restore_workspace(root)
-            for i, stage in enumerate(handoff.BEFORE_TRAIN):
+            for i, stage in enumerate(handoff.BEFORE_BUDGET):
                 run_stage(stage, root, group, upstream=i == 0)
+            if dispatch and handoff.budget_runs_as_job(root):
+                budget_on_the_pool(root, overrides, budget_deployment)
+            else:
+                run_stage(handoff.BUDGET, root, group)
             train_here_or_dispatch(root, group, dispatch, overrides, train_deployment)
             for stage in AFTER_TRAIN:
                 run_stage(stage, root, group)

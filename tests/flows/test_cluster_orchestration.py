@@ -1,7 +1,8 @@
 """The cluster path with real parts: `prefect server start` on 127.0.0.1, the work pools from
 infra/, `prefect deploy --all` from prefect.yaml, a process worker for the pipeline's CPU pool and
-another standing in for the GPU pool. The pipeline runs with dispatch on, so its train step is a
-separate `segflow-train-job` flow run, handed off through git and a DVC remote (a folder here).
+another standing in for the GPU pool. The pipeline runs with dispatch on and a train.budget, so
+its budget stage is a `segflow-budget-job` flow run and its train step a `segflow-train-job` run per
+fold, handed off through git and a DVC remote (a folder here).
 
 Only the Kubernetes cluster is out of reach: its pool is created from the template and its job
 manifest rendered, never run.
@@ -24,8 +25,10 @@ from conftest import BIN, REPO, run
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 RUN_TIMEOUT_S = 900
-# Two folds: two train jobs at once. The stand-in "GPU" worker is this CPU.
-DISPATCH_OVERRIDES = ["train.device=cpu", "split.folds=[0,1]"]
+# Two folds: two train jobs at once, after one budget job (a budget the tiny project can train;
+# 2d left out). The stand-in "GPU" worker is this CPU.
+DISPATCH_OVERRIDES = ["train.device=cpu", "split.folds=[0,1]", "train.budget=10s", "train.budget_min_epochs=1",
+                      "train.budget_converged_epochs=1000"]
 
 
 def free_port() -> int:
@@ -168,7 +171,7 @@ def deployed(stack, tiny_project_template, tmp_path_factory) -> Path:
     return project
 
 
-def test_deploy_registers_the_nightly_schedule_and_both_deployments(stack, deployed):
+def test_deploy_registers_the_nightly_schedule_and_the_job_deployments(stack, deployed):
     nightly = stack.cli("deployment", "inspect", "segflow-pipeline/nightly").stdout
     assert "'cron': '0 2 * * *'" in nightly
     # The server's scheduler turns the cron into upcoming runs (it did not with SQLAlchemy 2.1).
@@ -178,8 +181,8 @@ def test_deploy_registers_the_nightly_schedule_and_both_deployments(stack, deplo
         time.sleep(2)
     assert "'collision_strategy': 'ENQUEUE'" in nightly  # a second run waits for the first
     assert "'dispatch': True" in nightly
-    job = stack.cli("deployment", "inspect", "segflow-train-job/gpu").stdout
-    assert "'work_pool_name': 'segflow-gpu'" in job
+    for job in ("segflow-train-job/gpu", "segflow-budget-job/gpu"):
+        assert "'work_pool_name': 'segflow-gpu'" in stack.cli("deployment", "inspect", job).stdout
 
 
 def test_kubernetes_gpu_pool_is_created_from_the_infra_template(stack):
@@ -210,14 +213,27 @@ def test_dispatched_pipeline_matches_a_plain_dvc_repro(stack, deployed, preproce
     started = [when for name, when in history if name == "Running"]
     assert not started or min(started) >= finished["end_time"], (history, finished)
 
+    budget_jobs = [r for r in flow_runs(stack) if r["flow"] == "segflow-budget-job"]
     jobs = [r for r in flow_runs(stack) if r["flow"] == "segflow-train-job"]
+    assert [j["state"] for j in budget_jobs][:1] == ["Completed"]  # the budget was measured on the pool
     assert [j["state"] for j in jobs] == ["Completed", "Completed"]  # train ran as jobs, one per fold
     assert sorted(j["parameters"]["fold"] for j in jobs) == [0, 1]
+    budget = json.loads(stack.python(RESULT_OF.format(run_id=budget_jobs[0]["id"])))
+    assert budget["stage"] == "budget" and budget["summary"]["budget"]["folds"] == [0, 1]
+    for job in jobs:  # each train job got the budget job's decision among its inputs
+        assert job["parameters"]["request"]["lock"]["budget"] == budget["lock"]
     dispatched = json.loads(stack.python(RESULT_OF.format(run_id=first)))
 
     from segflow.overrides import apply_overrides
 
     apply_overrides(tiny_project / "params.yaml", DISPATCH_OVERRIDES)
+    # The plain run follows the job's decision (measured again here, the epochs could differ):
+    # the file the job pushed, taken from the remote by its md5 and recorded as DVC's own output.
+    plan_md5 = next(out["md5"] for out in budget["lock"]["outs"] if out["path"] == "artifacts/plan/training.json")
+    decision = deployed.parent / "dvc-remote" / "files" / "md5" / plan_md5[:2] / plan_md5[2:]
+    run(["cp", str(decision), str(tiny_project / "artifacts/plan/training.json")], tiny_project)
+    run([str(BIN / "dvc"), "repro", "preprocess"], tiny_project)  # the stages before budget, cached
+    run([str(BIN / "dvc"), "commit", "--force", "budget"], tiny_project)
     run([str(BIN / "dvc"), "repro", "evaluate"], tiny_project)  # what both runs' metrics come from
     plain = json.loads((tiny_project / "artifacts/evaluate/metrics.json").read_text())
     assert dispatched == plain
@@ -229,7 +245,7 @@ def test_a_failing_train_job_fails_the_pipeline_with_the_jobs_error(stack, deplo
     run_id = start_pipeline(stack, deployed, ["train.device=cuda"])  # the stand-in worker has no GPU
     finished = wait_for(stack, run_id)
     assert finished["state"] == "Failed"
-    assert "train job" in finished["message"]
+    assert "train@0 job" in finished["message"]
     assert "train.device is cuda but no CUDA GPU is visible" in finished["message"]
     job = [r for r in flow_runs(stack) if r["flow"] == "segflow-train-job"][-1]
     assert job["state"] == "Failed"

@@ -94,3 +94,18 @@ def test_the_same_plan_trains_the_same_models(budget_run):
     for model, weights in zip(models, before, strict=True):
         again = load_model_file(model).state_dicts[0]
         assert all(again[key].equal(value) for key, value in weights.items()), model
+
+
+def test_a_dispatched_pipeline_measures_the_budget_on_the_pool_only_when_it_changed(budget_run):
+    """With the decision up to date (DVC's status), a dispatched run keeps it rather than time the
+    steps again on the pool (the same plan, the same model); a new budget is measured there."""
+    from segflow.orchestration import handoff
+    from segflow.overrides import apply_overrides
+
+    project, _ = budget_run
+    assert not handoff.budget_runs_as_job(project)
+    apply_overrides(project / "params.yaml", ["train.budget=13s"])
+    try:
+        assert handoff.budget_runs_as_job(project)
+    finally:
+        apply_overrides(project / "params.yaml", [f"train.budget={BUDGET['budget']}"])

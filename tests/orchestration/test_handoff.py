@@ -40,6 +40,16 @@ def test_a_stage_that_has_not_run_cannot_be_handed_off(tmp_path):
         handoff.lock_entries(tmp_path, ["ingest"])
 
 
+def test_a_job_pulls_the_outputs_of_every_stage_before_its_own():
+    assert handoff.stages_before("budget") == ("ingest", "validate", "plan", "preprocess")
+    assert handoff.stages_before("train@3") == ("ingest", "validate", "plan", "preprocess", "budget")
+
+
+def test_without_a_budget_the_budget_stage_is_not_a_job(repo):
+    assert yaml.safe_load((repo / "params.yaml").read_text())["train"]["budget"] is None
+    assert not handoff.budget_runs_as_job(repo)
+
+
 def test_the_remote_url_a_job_gets_is_absolute(repo):
     assert handoff.default_remote_url(repo) is None
     run([str(BIN / "dvc"), "remote", "add", "-d", "storage", "../store"], repo)

@@ -1,11 +1,13 @@
-"""The train step as a separate job, handed off through git and the DVC remote.
+"""A stage as a separate job on the GPU pool, handed off through git and the DVC remote: each
+fold's train@K, and the budget stage when there is a budget (it times training on the device
+that trains, so it must run where training will).
 
-The parent pushes the outputs of the stages before train and sends their dvc.lock entries with
-the commit and the params overrides. The job checks out that commit, applies the same overrides,
-writes those entries into its dvc.lock, pulls their outputs, runs `dvc repro --single-item
-train@K` and pushes the result; it returns train@K's dvc.lock entry. The parent writes that entry
-into its own dvc.lock and pulls the outputs: DVC then sees train@K up to date, exactly as if it had
-run here, and the stages after it go on.
+The parent pushes the outputs of the stages before the job's stage and sends their dvc.lock
+entries with the commit and the params overrides. The job checks out that commit, applies the same
+overrides, writes those entries into its dvc.lock, pulls their outputs, runs `dvc repro
+--single-item <stage>` and pushes the result; it returns the stage's dvc.lock entry. The parent
+writes that entry into its own dvc.lock and pulls the outputs: DVC then sees the stage up to date,
+exactly as if it had run here, and the stages after it go on.
 """
 
 from __future__ import annotations
@@ -22,12 +24,12 @@ from segflow.errors import SegflowError
 from segflow.files import write_text
 from segflow.orchestration.workspace import head_commit, repository_url
 from segflow.overrides import apply_overrides
-from segflow.paths import Paths
 from segflow.processes.commands import CommandFailed, dvc, git
 from segflow.stages import STAGES
 
 TRAIN = "train"
-BEFORE_TRAIN = STAGES[: STAGES.index(TRAIN)]
+BUDGET = "budget"
+BEFORE_BUDGET = STAGES[: STAGES.index(BUDGET)]
 LOCK_FILE = "dvc.lock"
 HANDOFF_REMOTE = "segflow-handoff"
 
@@ -39,6 +41,11 @@ class HandoffError(SegflowError):
 def train_stage(fold: int) -> str:
     """dvc.yaml's `foreach` names the per-fold train stages train@0, train@1, ..."""
     return f"{TRAIN}@{fold}"
+
+
+def stages_before(stage: str) -> tuple[str, ...]:
+    """The stages whose outputs a job of `stage` (`budget`, `train@K`) pulls as its inputs."""
+    return STAGES[: STAGES.index(stage.split("@")[0])]
 
 
 # --- dvc.lock --------------------------------------------------------------------------------------
@@ -55,7 +62,7 @@ def lock_entries(root: Path, stages: tuple[str, ...] | list[str]) -> dict[str, A
     recorded = read_lock(root)["stages"]
     missing = [s for s in stages if s not in recorded]
     if missing:
-        raise HandoffError(f"{root / LOCK_FILE}: no entry for {', '.join(missing)}; run them before the train job")
+        raise HandoffError(f"{root / LOCK_FILE}: no entry for {', '.join(missing)}; run them before the job")
     return {stage: recorded[stage] for stage in stages}
 
 
@@ -101,36 +108,61 @@ def check_dispatchable(root: Path) -> None:
                           "device (e.g. overrides ['train.device=cuda']) so the plan sizes the network for it")
 
 
-def push_train_inputs(root: Path) -> None:
-    """Push the outputs of every stage before train (train's inputs among them) to the remote."""
-    dvc(root, "push", "--quiet", *BEFORE_TRAIN)
+def budget_runs_as_job(root: Path) -> bool:
+    """With a train.budget the budget stage times training, so with dispatch it runs as a job on
+    the pool that trains, unless its decision is already up to date here (the same plan gives the
+    same model: it is not measured again). Without a budget it only records train.epochs and runs
+    anywhere. Call it once the stages before it are up to date."""
+    if load_params(root / "params.yaml").train.budget is None:
+        return False
+    return not is_up_to_date(root, BUDGET)
 
 
-def train_job_request(root: Path, overrides: list[str]) -> dict[str, Any]:
-    """Everything a job needs to rebuild train's inputs: where and what to check out, the
+def push_job_inputs(root: Path, stage: str) -> None:
+    """Push the outputs of every stage before `stage` (its inputs among them) to the remote."""
+    dvc(root, "push", "--quiet", *stages_before(stage))
+
+
+def job_request(root: Path, overrides: list[str], stage: str) -> dict[str, Any]:
+    """Everything a job of `stage` needs to rebuild its inputs: where and what to check out, the
     overrides, the upstream dvc.lock entries and the remote. JSON, so it travels as parameters."""
     return {"repo_url": repository_url(root), "rev": head_commit(root), "overrides": list(overrides),
-            "lock": lock_entries(root, BEFORE_TRAIN), "remote_url": require_remote(root)}
+            "lock": lock_entries(root, stages_before(stage)), "remote_url": require_remote(root)}
 
 
 def train_job_variables(root: Path) -> dict[str, Any]:
-    """What the job's pod must offer: one GPU per torchrun process (train.nproc_per_node)."""
+    """What a train job's pod must offer: one GPU per torchrun process (train.nproc_per_node)."""
     return {"gpus": load_params(root / "params.yaml").train.nproc_per_node}
 
 
-def adopt_train_result(root: Path, result: dict[str, Any]) -> None:
-    """Take a job's train@K as this workspace's own: its dvc.lock entry, then its outputs."""
+def budget_job_variables() -> dict[str, Any]:
+    """The budget stage times one process's steps: one GPU."""
+    return {"gpus": 1}
+
+
+def adopt_job_result(root: Path, result: dict[str, Any]) -> None:
+    """Take a job's stage as this workspace's own: its dvc.lock entry, then its outputs."""
     stage = result["stage"]
     merge_lock_entries(root, {stage: result["lock"]})
     dvc(root, "pull", "--quiet", stage)
     require_up_to_date(root, stage)
 
 
+def stage_changes(root: Path, stage: str) -> dict[str, Any]:
+    """DVC's own verdict (`dvc status`): what of the stage's recorded deps, params and outputs
+    differs from the workspace; empty when it is up to date."""
+    return json.loads(dvc(root, "status", "--json", stage) or "{}")
+
+
+def is_up_to_date(root: Path, stage: str) -> bool:
+    return not stage_changes(root, stage)
+
+
 def require_up_to_date(root: Path, stage: str) -> None:
     """Refuse to go on when DVC would rerun the job's stage here (other code, params or inputs)."""
-    changed = json.loads(dvc(root, "status", "--json", stage) or "{}")
+    changed = stage_changes(root, stage)
     if changed:
-        raise HandoffError(f"{root}: {stage} from the train job does not match this workspace "
+        raise HandoffError(f"{root}: {stage} from its job does not match this workspace "
                            f"({json.dumps(changed)}); was the commit pushed and unchanged?")
 
 
@@ -154,20 +186,19 @@ def check_out(request: dict[str, Any], workdir: Path) -> Path:
     return workdir
 
 
-def pull_train_inputs(workdir: Path) -> None:
-    dvc(workdir, "pull", "--quiet", *BEFORE_TRAIN)
+def pull_job_inputs(workdir: Path, request: dict[str, Any]) -> None:
+    """The outputs of the stages whose dvc.lock entries the parent sent."""
+    dvc(workdir, "pull", "--quiet", *request["lock"])
 
 
-def run_train(workdir: Path, fold: int, timeout_s: float | None = None) -> None:
-    """Only train@K: its inputs are pulled, the stages before it are the parent's business. The
-    checked-out src/ comes first on the path, so the code that runs is the commit's."""
-    dvc(workdir, "repro", "--single-item", train_stage(fold), env={"PYTHONPATH": str(workdir / "src")},
-        timeout_s=timeout_s)
+def run_job_stage(workdir: Path, stage: str, timeout_s: float | None = None) -> None:
+    """Only the job's stage: its inputs are pulled, the stages before it are the parent's business.
+    The checked-out src/ comes first on the path, so the code that runs is the commit's."""
+    dvc(workdir, "repro", "--single-item", stage, env={"PYTHONPATH": str(workdir / "src")}, timeout_s=timeout_s)
 
 
-def push_train_outputs(workdir: Path, fold: int) -> dict[str, Any]:
-    stage = train_stage(fold)
+def push_job_outputs(workdir: Path, stage: str, summary: Path) -> dict[str, Any]:
+    """Push the stage's outputs; its dvc.lock entry and `summary` (a JSON output) for the parent."""
     dvc(workdir, "push", "--quiet", stage)
-    summary = Paths(workdir).train_summary_for(fold)
     return {"stage": stage, "lock": lock_entries(workdir, [stage])[stage],
             "summary": json.loads(summary.read_text()) if summary.is_file() else {}}
