@@ -35,12 +35,10 @@ from segflow.orchestration import handoff
 from segflow.orchestration.api_server import ephemeral_server_failure
 from segflow.orchestration.limits import STAGE_TIMEOUT_S, TRAIN_TIMEOUT_S, network_retries
 from segflow.orchestration.progress import POLL_S as PROGRESS_POLL_S
-from segflow.orchestration.progress import TrainProgressRelay, polling, prefect_reporter
+from segflow.orchestration.progress import TrainProgressRelay, planned_epochs_of, polling, prefect_reporter
 from segflow.orchestration.workspace import file_restored, require_committed, workspace_lock
 from segflow.overrides import apply_overrides
 from segflow.paths import Paths
-from segflow.planning.configurations import planned_epochs
-from segflow.planning.plan import TrainingPlan
 from segflow.processes.commands import CommandFailed, dvc, run_command
 from segflow.stages import STAGES
 
@@ -63,9 +61,9 @@ def run_stage(stage: str, root: Path, group: str, upstream: bool = False) -> str
 @task(name="dvc-stage", task_run_name="train")
 def train_here(root: Path, group: str) -> str:
     """`dvc repro train` (its folds one after another), relaying their progress to the flow run."""
-    params, paths = load_params(root / "params.yaml"), Paths(root)
-    epochs = planned_epochs(TrainingPlan.load(paths.training_plan), params.train.epochs)  # the budget stage ran
-    relay = TrainProgressRelay(paths, params.split.folds, epochs, prefect_reporter("train: epochs done over all folds"))
+    folds = load_params(root / "params.yaml").split.folds
+    relay = TrainProgressRelay(Paths(root), folds, planned_epochs_of(root),
+                               prefect_reporter("train: epochs done over all folds"))
     with polling(relay.poll, PROGRESS_POLL_S):
         output = repro(handoff.TRAIN, root, group)
     relay.done()

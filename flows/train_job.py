@@ -21,14 +21,11 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 
-from segflow.config import load_params
 from segflow.orchestration import handoff
 from segflow.orchestration.limits import STAGE_TIMEOUT_S, TRAIN_TIMEOUT_S, network_retries
 from segflow.orchestration.progress import POLL_S as PROGRESS_POLL_S
-from segflow.orchestration.progress import TrainProgressRelay, polling, prefect_reporter
+from segflow.orchestration.progress import TrainProgressRelay, planned_epochs_of, polling, prefect_reporter
 from segflow.paths import Paths
-from segflow.planning.configurations import planned_epochs
-from segflow.planning.plan import TrainingPlan
 
 NETWORK_RETRIES = network_retries()
 
@@ -51,9 +48,8 @@ def budget(workdir: Path) -> None:
 @task(name="train", task_run_name="train@{fold}")
 def train(workdir: Path, fold: int) -> None:
     """train@fold, relaying its progress (the planned epochs) to this flow run while it trains."""
-    paths = Paths(workdir)
-    epochs = planned_epochs(TrainingPlan.load(paths.training_plan), load_params(workdir / "params.yaml").train.epochs)
-    relay = TrainProgressRelay(paths, [fold], epochs, prefect_reporter(f"train@{fold}: epochs done"))
+    relay = TrainProgressRelay(Paths(workdir), [fold], planned_epochs_of(workdir),
+                               prefect_reporter(f"train@{fold}: epochs done"))
     with polling(relay.poll, PROGRESS_POLL_S):
         handoff.run_job_stage(workdir, handoff.train_stage(fold), timeout_s=TRAIN_TIMEOUT_S)
     relay.done()

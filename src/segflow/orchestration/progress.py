@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 from segflow.paths import Paths
 from segflow.training.progress import TrainProgress, format_duration, overall_progress
@@ -21,6 +22,16 @@ log = logging.getLogger(__name__)
 
 Reporter = Callable[[float, str], None]  # (percent done, line for people)
 POLL_S = 10.0  # a training epoch takes seconds to minutes; the flow run need not hear more often
+
+
+def planned_epochs_of(root: Path) -> int:
+    """Each model's epochs in the project at `root`: the budget stage's decision (it has run
+    before training), else train.epochs. The relay's total for one fold."""
+    from segflow.config import load_params
+    from segflow.planning.configurations import planned_epochs
+    from segflow.planning.plan import TrainingPlan
+
+    return planned_epochs(TrainingPlan.load(Paths(root).training_plan), load_params(root / "params.yaml").train.epochs)
 
 
 class TrainProgressRelay:
